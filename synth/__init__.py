@@ -1,0 +1,1 @@
+"""Synthesis of student-Tim conversations: `tim synth --config configs/synth.yaml`."""

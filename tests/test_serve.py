@@ -1,0 +1,37 @@
+"""Serving: the Gradio app on 127.0.0.1 answers over real HTTP with base model + trained adapter."""
+
+from __future__ import annotations
+
+from gradio_client import Client
+
+from conftest import free_port
+from serve.app import QUIET, ServeConfig, build_messages, launch
+
+
+def test_build_messages_carries_persona_history_and_silence():
+    history = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
+        {"role": "user", "content": "rude words"},
+        {"role": "assistant", "content": QUIET},
+    ]
+    messages = build_messages("SYSTEM", history, "sorry", max_history=12)
+    assert messages[0] == {"role": "system", "content": "SYSTEM"}
+    assert messages[2]["content"] == "Hello!" and messages[4]["content"] == ""  # silence stays silence
+    assert messages[-1] == {"role": "user", "content": "sorry"}
+    assert len(build_messages("S", history, "x", max_history=2)) == 4
+
+
+def test_chat_over_http_with_trained_adapter(trained_adapter):
+    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24)
+    app = launch(cfg, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{cfg.port}/", verbose=False)
+        job = client.submit("Can you help me with fractions?", api_name="/chat")
+        updates = list(job)
+        reply = job.result()
+        assert isinstance(reply, str) and reply.strip()
+        assert len(updates) > 1, "the reply was not streamed"
+        assert "User:" not in reply and not reply.startswith("Tim:")
+    finally:
+        app.close()

@@ -1,0 +1,68 @@
+"""The whole loop at demo size on the embedded model, then a chat with Tim in the browser.
+
+    make demo        # = scripts/setup_env.sh --vllm && tim demo --config configs/demo.yaml
+    tim demo --config configs/demo.yaml [--serve false]
+
+1. synth: conversations from the local vLLM server   -> run_dir/data/{train,validation}.jsonl
+2. train: LoRA on those conversations                 -> run_dir/adapter/
+3. serve: Gradio chat with base model + adapter       -> http://127.0.0.1:7860
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tim.config import make_config_parser, parse_config
+
+
+@dataclass
+class DemoConfig:
+    run_dir: str = field(default="runs/demo", metadata={"help": "Where every artifact of the demo goes."})
+    synth_config: str = field(default="configs/synth.yaml")
+    sft_config: str = field(default="configs/sft.yaml")
+    serve_config: str = field(default="configs/serve.yaml")
+    serve: bool = field(default=True, metadata={"help": "End by serving the chat (false: stop after training)."})
+
+
+def make_parser():
+    return make_config_parser((DemoConfig,), prog="tim demo", doc=__doc__)
+
+
+def _say(msg: str) -> None:
+    print(f"\n==> {msg}", file=sys.stderr, flush=True)
+
+
+def main(args=None):
+    (cfg,) = parse_config(make_parser(), args)
+    from serve import app as serve_app
+    from synth import synthesize
+    from train import sft
+
+    run_dir = Path(cfg.run_dir)
+    data_dir, adapter_dir = run_dir / "data", run_dir / "adapter"
+    t0 = time.monotonic()
+
+    _say(f"1/3 synthesizing conversations -> {data_dir}")
+    synthesize.main(["--config", cfg.synth_config, "--output_dir", str(data_dir)])
+    t1 = time.monotonic()
+
+    _say(f"2/3 LoRA fine-tuning -> {adapter_dir}")
+    sft.main(["--config", cfg.sft_config, "--dataset_dir", str(data_dir), "--output_dir", str(adapter_dir)])
+    t2 = time.monotonic()
+
+    _say(
+        f"artifacts: dataset {data_dir}/train.jsonl (report.json beside it); adapter {adapter_dir}; "
+        f"metrics {adapter_dir}/metrics.json. synth {t1 - t0:.0f} s, train {t2 - t1:.0f} s"
+    )
+    if cfg.serve:
+        _say("3/3 serving Tim (Ctrl-C to stop)")
+        serve_app.main(["--config", cfg.serve_config, "--adapter", str(adapter_dir)])
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

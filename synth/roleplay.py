@@ -1,73 +1,89 @@
-"""Role-play mode: a student simulator and Tim take turns, each with its own system prompt.
+"""Role-play mode (the default): a student simulator and Tim take turns, each with its own prompt.
 
-The simulator sees the chat with roles flipped (Tim's turns as `user`), so any chat model can
-play the student. Replies are cleaned with `clean_reply` (the same cleaning serving applies).
+The student simulator gets a persona card (who they are, mood, typing style, and for a hard case
+the hidden need and how they behave) and sees the chat with roles flipped (Tim's turns as
+`user`), so any chat model can play the student. Tim gets his persona's system prompt plus, for a
+hard case, what he should do there; the dataset keeps only the persona's prompt, the one serving
+uses. From a scenario's `silent_from` turn on, Tim's turn is silent (empty) by construction.
 """
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
+import random
+from collections.abc import Awaitable, Callable
 
-from tim.backends import ChatBackend, Sampling
+from synth.catalog import LEARNERS, ConversationSpec
+from tim.backends import Sampling
 from tim.conversation import clean_reply
 
-LEARNERS = {
-    "small_child": "a six-year-old child who uses short, simple words",
-    "ten": "a ten-year-old student",
-    "teen": "a teenager in high school",
-    "adult": "an adult learner",
-}
-OPENER = "Hi, I'm Tim, your tutor. What would you like to work on today?"
+# (messages, sampling, purpose) -> reply text; synthesize.py's logged request function.
+Complete = Callable[[list[dict], Sampling, str], Awaitable[str]]
 
-@dataclass
-class RoleplaySpec:
-    topic: str
-    learner: str
-    turns: int
-    seed: int
+TYPING_STYLES = [
+    "full sentences with normal punctuation",
+    "all lowercase, almost no punctuation",
+    "short and blunt, a few words at a time",
+    "text-speak such as 'u', 'idk' and 'pls'",
+    "chatty, with lots of question marks",
+]
+MOODS = ["curious", "bored", "eager", "tired", "confused", "cheerful", "impatient"]
+SILENT_VIEW = "(Tim says nothing.)"
 
 
-def _seed(spec: RoleplaySpec, turn: int, who: str) -> int:
-    return zlib.crc32(f"{spec.seed}:{spec.topic}:{turn}:{who}".encode()) & 0x7FFFFFFF
+def opener(tutor_name: str) -> str:
+    return f"Hi, I'm {tutor_name}, your tutor. What would you like to work on today?"
 
 
-def student_system_prompt(spec: RoleplaySpec, tutor_name: str) -> str:
-    who = LEARNERS.get(spec.learner, spec.learner)
+def student_card(spec: ConversationSpec, tutor_name: str) -> str:
+    rng = random.Random(spec.seed)
+    who = LEARNERS[spec.learner]
+    style = rng.choice(TYPING_STYLES)
+    if spec.scenario is None:
+        situation = f"You want help with: {spec.topic}. Your mood: {rng.choice(MOODS)}."
+    else:
+        s = spec.scenario
+        situation = (
+            f"Your mood: {s.mood}. How you act: {s.student}. "
+            f"What you really need (do not say it straight away; let it come out if {tutor_name} asks kindly): "
+            f"{s.hidden_need}."
+        )
     return (
-        f"You are role-playing {who} chatting with a tutor named {tutor_name} about {spec.topic}. "
-        "Stay in character. Write only the student's next message: one or two short, casual sentences. "
+        f"You are role-playing {who} chatting online with a tutor named {tutor_name}. {situation} "
+        f"Typing style: {style}. Write only the student's next message, one or two sentences. "
         "No names, no labels, no stage directions."
     )
 
 
-async def roleplay_conversation(
-    backend: ChatBackend,
-    spec: RoleplaySpec,
-    tim_system_prompt: str,
+def tim_prompt(spec: ConversationSpec, persona_prompt: str) -> str:
+    if spec.scenario is None:
+        return persona_prompt
+    return f"{persona_prompt}\n\nIn this conversation: {spec.scenario.tim_should}."
+
+
+async def roleplay(
+    complete: Complete,
+    spec: ConversationSpec,
+    persona_prompt: str,
     tutor_name: str,
     student_sampling: Sampling,
     tim_sampling: Sampling,
-) -> tuple[list[dict], str | None]:
-    """Returns (messages, rejection reason or None)."""
-    student_system = student_system_prompt(spec, tutor_name)
-    turns: list[tuple[str, str]] = []  # (role, content) in the dataset's roles
-    for turn in range(spec.turns):
-        # The student's view: Tim is the `user`, the student is the `assistant`.
-        view = [{"role": "system", "content": student_system}, {"role": "user", "content": OPENER}]
-        view += [{"role": "assistant" if r == "user" else "user", "content": c} for r, c in turns]
-        sampling = Sampling(**{**student_sampling.__dict__, "seed": _seed(spec, turn, "student")})
-        student = clean_reply(await backend.complete(view, sampling))
-        if not student:
-            return [], "empty_student_turn"
-        turns.append(("user", student))
-        tim_view = [{"role": "system", "content": tim_system_prompt}]
-        tim_view += [{"role": r, "content": c} for r, c in turns]
-        sampling = Sampling(**{**tim_sampling.__dict__, "seed": _seed(spec, turn, "tim")})
-        reply = clean_reply(await backend.complete(tim_view, sampling))
-        if not reply:
-            return [], "empty_tim_turn"
-        turns.append(("assistant", reply))
-    messages = [{"role": "system", "content": tim_system_prompt}]
-    messages += [{"role": r, "content": c} for r, c in turns]
-    return messages, None
+) -> list[dict]:
+    """One conversation: system (persona prompt), then `spec.turns` student/Tim exchanges."""
+    card = student_card(spec, tutor_name)
+    tim_system = tim_prompt(spec, persona_prompt)
+    silent_from = spec.scenario.silent_from if spec.scenario else None
+    turns: list[dict] = []
+    for turn in range(1, spec.turns + 1):
+        view = [{"role": "system", "content": card}, {"role": "user", "content": opener(tutor_name)}]
+        for m in turns:  # the student's view: roles flipped, silence made visible
+            flipped = "assistant" if m["role"] == "user" else "user"
+            view.append({"role": flipped, "content": m["content"] or SILENT_VIEW})
+        sampling = Sampling(**{**student_sampling.__dict__, "seed": spec.seed + 2 * turn})
+        turns.append({"role": "user", "content": clean_reply(await complete(view, sampling, "student"))})
+        if silent_from is not None and turn >= silent_from:
+            turns.append({"role": "assistant", "content": ""})
+            continue
+        sampling = Sampling(**{**tim_sampling.__dict__, "seed": spec.seed + 2 * turn + 1})
+        reply = await complete([{"role": "system", "content": tim_system}, *turns], sampling, "tim")
+        turns.append({"role": "assistant", "content": clean_reply(reply)})
+    return [{"role": "system", "content": persona_prompt}, *turns]

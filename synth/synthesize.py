@@ -2,42 +2,66 @@
 
     tim synth --config configs/synth.yaml [--key value ...]
 
-Topics (data/topics.yaml) -> role-played conversations from a local generator -> in output_dir:
-  train.jsonl, validation.jsonl   `messages` rows (schema: tim/conversation.py) with a `meta` field
-  report.json                     counts: requested, written, rejected per reason, speed
-With an empty `base_url` and backend `openai`, the project's own vLLM server is started from
-`generator_config` (and stopped afterwards if this command started it).
+Plan: every topic (data/topics.yaml) x conversations_per_topic and every hard-case scenario
+(data/scenarios.yaml) x conversations_per_scenario, each with a stable key and seed. Each
+conversation is generated (role-play or one-shot transcript), names normalized, student voice
+augmented, then passed through the quality gates and near-duplicate check (synth/gates.py); a
+rejected attempt is retried with a new seed up to max_attempts. With backend `openai` and an
+empty `base_url`, the project's own vLLM server (generator_config) is started, and stopped
+afterwards if this command started it.
+
+Files in output_dir:
+  conversations.jsonl   journal: every finished attempt, appended and flushed as it finishes
+  requests.jsonl        every request: prompt, parameters, raw output, latency, backend
+  train.jsonl, validation.jsonl   accepted `messages` rows with `meta` (schema: tim/conversation.py)
+  report.json           counts (requested, written, rejected per reason, per category), speed
+  README.md, *.png      the dataset card with histograms
+Crash-safe: rerunning the same command after a kill continues from the journal and ends with
+exactly the planned conversations, no duplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
-import random
+import os
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
-from synth.roleplay import RoleplaySpec, roleplay_conversation
+from synth.card import write_card
+from synth.catalog import ConversationSpec, load_scenarios, load_topics, plan
+from synth.gates import GateLimits, NearDuplicates, check
+from synth.postprocess import augment_student_voice, normalize_names
+from synth.roleplay import roleplay
+from synth.transcript import one_shot
 from tim import TimError
 from tim.backends import OpenAIChatBackend, Sampling, TransformersChatBackend
 from tim.config import make_config_parser, parse_config
-from tim.conversation import validate_messages, write_conversations
+from tim.conversation import write_conversations
 from tim.generator_server import GeneratorConfig, running
 from tim.model_files import resolve_model
 from tim.persona import load_persona
 
+# Settings that change what a conversation is: a journal made with others cannot be resumed.
+CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
+                "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction")  # fmt: skip
+
 
 @dataclass
 class SynthConfig:
-    output_dir: str = field(default="runs/synth", metadata={"help": "Where train/validation.jsonl and report.json go."})
+    output_dir: str = field(default="runs/synth", metadata={"help": "Where the dataset, journal and card go."})
     topics_file: str = field(default="data/topics.yaml")
+    scenarios_file: str = field(default="data/scenarios.yaml")
     persona_config: str = field(default="configs/persona.yaml")
+    mode: str = field(default="roleplay", metadata={"help": "roleplay (two prompts take turns) | transcript (one shot)"})
     backend: str = field(default="openai", metadata={"help": "openai (vLLM or any compatible server) | transformers"})
     base_url: list[str] = field(
         default_factory=list, metadata={"help": "OpenAI-compatible servers (round-robin); empty = start our vLLM."}
@@ -48,81 +72,226 @@ class SynthConfig:
     )
     generator_config: str = field(default="configs/generator.yaml", metadata={"help": "The local vLLM server."})
     conversations_per_topic: int = field(default=1)
-    max_conversations: int = field(default=0, metadata={"help": "Stop after this many (0 = every topic)."})
+    conversations_per_scenario: int = field(default=1)
+    max_conversations: int = field(default=0, metadata={"help": "Plan only the first N (0 = all)."})
     turns: int = field(default=3, metadata={"help": "Student-Tim exchanges per conversation."})
     temperature: float = field(default=0.8)
     top_p: float = field(default=0.95)
     presence_penalty: float = field(default=0.0)
     student_max_tokens: int = field(default=64)
     tim_max_tokens: int = field(default=160)
+    transcript_max_tokens: int = field(default=700, metadata={"help": "transcript mode: the whole chat."})
     seed: int = field(default=0)
-    max_concurrency: int = field(default=32, metadata={"help": "Requests in flight (fills vLLM's batches)."})
+    max_concurrency: int = field(default=32, metadata={"help": "Conversations in flight (fills vLLM's batches)."})
+    transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: requests per generate()."})
     request_timeout_s: float = field(default=120.0)
+    max_retries: int = field(default=4, metadata={"help": "Per request, with exponential backoff."})
+    max_attempts: int = field(default=3, metadata={"help": "Per conversation; each attempt a new seed."})
     validation_fraction: float = field(default=0.1)
+    student_voice_fraction: float = field(default=0.3, metadata={"help": "Share of student turns made messy."})
+    other_assistant_names: list[str] = field(default_factory=list, metadata={"help": "Rewritten to the persona name."})
+    persona_break_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes; a match rejects."})
+    min_tim_turns: int = field(default=1)
+    tim_min_words: int = field(default=2)
+    tim_max_words: int = field(default=180)
+    student_max_words: int = field(default=120)
+    dedupe_threshold: float = field(default=0.8, metadata={"help": "MinHash Jaccard above which it is a duplicate."})
+    overwrite: bool = field(default=False, metadata={"help": "Start over even if output_dir holds another run."})
 
     def __post_init__(self):
         if self.backend not in ("openai", "transformers"):
             raise TimError(f"backend must be 'openai' or 'transformers', got {self.backend!r}")
+        if self.mode not in ("roleplay", "transcript"):
+            raise TimError(f"mode must be 'roleplay' or 'transcript', got {self.mode!r}")
         if not 0 <= self.validation_fraction < 1:
             raise TimError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.turns < 1:
-            raise TimError("turns must be at least 1")
+        if self.turns < 1 or self.max_attempts < 1:
+            raise TimError("turns and max_attempts must be at least 1")
 
 
-def load_topics(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise TimError(f"topics file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    topics = data.get("topics") if isinstance(data, dict) else None
-    if not topics:
-        raise TimError(f"{path}: expected a 'topics' list")
-    for i, t in enumerate(topics):
-        if not isinstance(t, dict) or not isinstance(t.get("topic"), str) or not isinstance(t.get("learner"), str):
-            raise TimError(f"{path}: topics[{i}] needs 'topic' and 'learner' strings")
-    return topics
+class Journal:
+    """Append-only record of finished attempts; a torn last line (kill -9) is cut off on open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        if path.exists():
+            data = path.read_bytes()
+            good = data[: data.rfind(b"\n") + 1]
+            if len(good) != len(data):
+                with open(path, "r+b") as f:
+                    f.truncate(len(good))
+            self.records = [json.loads(line) for line in good.decode().splitlines() if line.strip()]
+        self._file = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.records.append(record)
+
+    def close(self) -> None:
+        self._file.close()
 
 
-def plan(cfg: SynthConfig, topics: list[dict]) -> list[RoleplaySpec]:
-    specs = [
-        RoleplaySpec(topic=t["topic"], learner=t["learner"], turns=cfg.turns, seed=cfg.seed + i)
-        for i in range(cfg.conversations_per_topic)
-        for t in topics
-    ]
-    return specs[: cfg.max_conversations] if cfg.max_conversations else specs
+class RequestLog:
+    def __init__(self, path: Path, backend_name: str, model: str):
+        self._file = open(path, "a", encoding="utf-8")
+        self.backend_name, self.model = backend_name, model
+
+    def write(self, key: str, purpose: str, messages, sampling: Sampling, output: str | None, latency: float, error=None):
+        record = {
+            "time": time.time(), "key": key, "purpose": purpose, "backend": self.backend_name, "model": self.model,
+            "sampling": asdict(sampling), "messages": messages, "output": output, "latency_s": round(latency, 3),
+        }  # fmt: skip
+        if error is not None:
+            record["error"] = str(error)
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
-async def generate(cfg: SynthConfig, backend, specs, system_prompt: str, tutor_name: str, meta: dict):
+def _fingerprint(cfg: SynthConfig) -> str:
+    settings = {k: getattr(cfg, k) for k in CONTENT_KEYS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _split_of(key: str, fraction: float) -> str:
+    # By key, so a conversation's split never changes across resumes or larger runs.
+    return "validation" if zlib.crc32(key.encode()) % 10_000 < fraction * 10_000 else "train"
+
+
+def _gate_limits(cfg: SynthConfig) -> GateLimits:
+    return GateLimits(
+        cfg.min_tim_turns, cfg.tim_min_words, cfg.tim_max_words, cfg.student_max_words, cfg.persona_break_patterns
+    )
+
+
+async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journal: Journal, requests: RequestLog):
+    persona = load_persona(cfg.persona_config)
+    persona_prompt = persona.render_system_prompt()
     student = Sampling(cfg.temperature, cfg.top_p, cfg.student_max_tokens, cfg.presence_penalty)
     tim = Sampling(cfg.temperature, cfg.top_p, cfg.tim_max_tokens, cfg.presence_penalty)
-    rows, rejected = [], Counter()
-    bar = tqdm(total=len(specs), desc="synth", unit="conv", dynamic_ncols=True)
+    transcript = Sampling(cfg.temperature, cfg.top_p, cfg.transcript_max_tokens, cfg.presence_penalty)
+    limits = _gate_limits(cfg)
 
-    async def one(spec: RoleplaySpec):
-        messages, reason = await roleplay_conversation(backend, spec, system_prompt, tutor_name, student, tim)
-        if reason is None:
-            validate_messages(messages, f"generated conversation ({spec.topic})")
-            row_meta = {**meta, "topic": spec.topic, "learner": spec.learner, "mode": "roleplay", "seed": spec.seed}
-            rows.append({"messages": messages, "meta": row_meta})
+    accepted = {r["key"] for r in journal.records if r["status"] == "accepted"}
+    attempts = Counter(r["key"] for r in journal.records)
+    duplicates = NearDuplicates(cfg.dedupe_threshold)
+    for r in journal.records:
+        if r["status"] == "accepted":
+            duplicates.add(r["key"], r["messages"])
+    todo = [s for s in specs if s.key not in accepted and attempts[s.key] < cfg.max_attempts]
+    in_flight = asyncio.Semaphore(cfg.max_concurrency)
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="synth", unit="conv", dynamic_ncols=True)
+
+    async def attempt(spec: ConversationSpec, number: int) -> bool:
+        async def complete(messages, sampling, purpose):
+            started = time.monotonic()
+            try:
+                output = await backend.complete(messages, sampling)
+            except Exception as e:
+                requests.write(spec.key, purpose, messages, sampling, None, time.monotonic() - started, e)
+                raise
+            requests.write(spec.key, purpose, messages, sampling, output, time.monotonic() - started)
+            return output
+
+        tried = dataclasses.replace(spec, seed=spec.seed + 7919 * number)
+        if cfg.mode == "transcript":
+            messages, reason = await one_shot(complete, tried, persona_prompt, persona.name, transcript)
         else:
-            rejected[reason] += 1
+            messages, reason = await roleplay(complete, tried, persona_prompt, persona.name, student, tim), None
+        if reason is None:
+            messages = normalize_names(messages, persona.name, cfg.other_assistant_names)
+            messages = augment_student_voice(messages, cfg.student_voice_fraction, tried.seed)
+            reason = check(messages, limits, spec.scenario.silent_from if spec.scenario else None)
+        if reason is None and duplicates.seen(messages):
+            reason = "near_duplicate"
+        meta = {
+            "key": spec.key, "kind": spec.kind, "category": spec.category, "learner": spec.learner,
+            "topic": spec.topic if spec.kind == "topic" else None,
+            "scenario": spec.scenario.id if spec.scenario else None,
+            "mode": cfg.mode, **backend_meta, "seed": tried.seed, "attempt": number,
+        }  # fmt: skip
+        record = {"key": spec.key, "attempt": number, "status": "rejected" if reason else "accepted", "reason": reason,
+                  "split": _split_of(spec.key, cfg.validation_fraction), "messages": messages, "meta": meta}  # fmt: skip
+        if reason is None:
+            duplicates.add(spec.key, messages)
+        journal.append(record)
+        return reason is None
+
+    async def one(spec: ConversationSpec):
+        async with in_flight:
+            for number in range(attempts[spec.key], cfg.max_attempts):
+                if await attempt(spec, number):
+                    break
         bar.update(1)
 
     try:
-        await asyncio.gather(*(one(s) for s in specs))
+        await asyncio.gather(*(one(s) for s in todo))
     finally:
         bar.close()
         await backend.aclose()
-    return rows, rejected
 
 
-def split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    rows = sorted(rows, key=lambda r: (r["meta"]["topic"], r["meta"]["seed"]))
-    random.Random(seed).shuffle(rows)
-    n_val = round(len(rows) * fraction)
-    if fraction > 0 and len(rows) >= 2:
-        n_val = max(1, n_val)
-    return rows[n_val:], rows[:n_val]
+def _generator_config(path: str) -> GeneratorConfig:
+    parser = make_config_parser((GeneratorConfig,), prog="generator", doc=None)
+    (gen_cfg,) = parse_config(parser, ["--config", path])
+    return gen_cfg
+
+
+def _prepare_output(cfg: SynthConfig) -> Path:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    fingerprint = _fingerprint(cfg)
+    if run_file.exists() and not cfg.overwrite:
+        previous = json.loads(run_file.read_text()).get("fingerprint")
+        if previous != fingerprint:
+            raise TimError(f"{out} holds a run with other settings; use another output_dir or --overwrite true")
+    if cfg.overwrite:
+        for name in ("conversations.jsonl", "requests.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    run_file.write_text(json.dumps({"fingerprint": fingerprint, "settings": {k: getattr(cfg, k) for k in CONTENT_KEYS}}) + "\n")
+    return out
+
+
+def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float, backend_meta: dict, tokens: int) -> dict:
+    """Write train/validation.jsonl, report.json and the card from the journal."""
+    order = {s.key: i for i, s in enumerate(specs)}
+    accepted = sorted(
+        (r for r in journal.records if r["status"] == "accepted" and r["key"] in order), key=lambda r: order[r["key"]]
+    )
+    rows = {"train": [], "validation": []}
+    for r in accepted:
+        rows[r["split"]].append({"messages": r["messages"], "meta": r["meta"]})
+    if not accepted:
+        reasons = Counter(r["reason"] for r in journal.records)
+        raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")
+    write_conversations(out / "train.jsonl", rows["train"])
+    write_conversations(out / "validation.jsonl", rows["validation"])
+    done = {r["key"] for r in accepted}
+    report = {
+        "requested": len(specs),
+        "written": len(accepted),
+        "train": len(rows["train"]),
+        "validation": len(rows["validation"]),
+        "gave_up": sorted(s.key for s in specs if s.key not in done),
+        "rejected": dict(Counter(r["reason"] for r in journal.records if r["status"] == "rejected")),
+        "attempts": len(journal.records),
+        "per_category": dict(Counter(f"{r['meta']['kind']}:{r['meta']['category']}" for r in accepted)),
+        "silent_turns": sum(1 for r in accepted for m in r["messages"] if m["role"] == "assistant" and not m["content"]),
+        "backend": backend_meta,
+        "elapsed_s": round(elapsed, 1),
+        "generated_tokens": tokens,
+        "generated_tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
+        "config": asdict(cfg),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_card(out, report, accepted)
+    return report
 
 
 def make_parser():
@@ -131,52 +300,49 @@ def make_parser():
 
 def main(args=None) -> dict:
     (cfg,) = parse_config(make_parser(), args)
-    persona = load_persona(cfg.persona_config)
-    topics = load_topics(cfg.topics_file)
-    specs = plan(cfg, topics)
-    (gen_cfg,) = parse_config(make_config_parser((GeneratorConfig,), "generator", None), ["--config", cfg.generator_config])
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    load_persona(cfg.persona_config)  # fail on a bad persona before any server starts
+    specs = plan(
+        load_topics(cfg.topics_file), load_scenarios(cfg.scenarios_file), cfg.conversations_per_topic,
+        cfg.conversations_per_scenario, cfg.turns, cfg.seed, cfg.max_conversations,
+    )  # fmt: skip
+    gen_cfg = _generator_config(cfg.generator_config)
+    out = _prepare_output(cfg)
+    journal = Journal(out / "conversations.jsonl")
     started = time.monotonic()
 
-    if cfg.backend == "transformers":
-        model = cfg.model or gen_cfg.model
-        backend = TransformersChatBackend(resolve_model(model))
-        meta = {"backend": "transformers", "model": model}
-        rows, rejected = asyncio.run(generate(cfg, backend, specs, persona.render_system_prompt(), persona.name, meta))
-    else:
-        model = cfg.model or gen_cfg.served_model_name
-        meta = {"backend": "openai", "model": model}
+    def run(backend, meta):
+        requests = RequestLog(out / "requests.jsonl", meta["backend"], meta["model"])
+        try:
+            asyncio.run(synthesize(cfg, backend, meta, specs, journal, requests))
+        finally:
+            requests.close()
+        return backend.completion_tokens
 
-        def run(urls):
-            backend = OpenAIChatBackend(urls, model, cfg.api_key, cfg.max_concurrency, cfg.request_timeout_s)
-            return asyncio.run(generate(cfg, backend, specs, persona.render_system_prompt(), persona.name, meta))
-
-        if cfg.base_url:
-            rows, rejected = run(cfg.base_url)
+    try:
+        if cfg.backend == "transformers":
+            model = cfg.model or gen_cfg.model
+            meta = {"backend": "transformers", "model": model}
+            tokens = run(TransformersChatBackend(resolve_model(model), max_batch_size=cfg.transformers_batch_size), meta)
         else:
-            with running(gen_cfg) as url:
-                rows, rejected = run([url])
+            model = cfg.model or gen_cfg.served_model_name
+            meta = {"backend": "openai", "model": model}
 
-    elapsed = time.monotonic() - started
-    if not rows:
-        raise TimError(f"no conversation passed ({dict(rejected)}); see the generator log")
-    train, validation = split(rows, cfg.validation_fraction, cfg.seed)
-    write_conversations(out / "train.jsonl", train)
-    write_conversations(out / "validation.jsonl", validation)
-    report = {
-        "requested": len(specs),
-        "written": len(rows),
-        "train": len(train),
-        "validation": len(validation),
-        "rejected": dict(rejected),
-        "backend": meta,
-        "elapsed_s": round(elapsed, 1),
-        "conversations_per_minute": round(60 * len(specs) / max(elapsed, 1e-9), 1),
-        "config": asdict(cfg),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"tim synth: {len(rows)} conversations ({len(train)} train, {len(validation)} validation) in {out}", file=sys.stderr)
+            def openai_backend(urls):
+                return OpenAIChatBackend(urls, model, cfg.api_key, cfg.max_concurrency, cfg.request_timeout_s, cfg.max_retries)
+
+            if cfg.base_url:
+                tokens = run(openai_backend(cfg.base_url), meta)
+            else:
+                with running(gen_cfg) as url:
+                    tokens = run(openai_backend([url]), meta)
+        report = finish(cfg, out, specs, journal, time.monotonic() - started, meta, tokens)
+    finally:
+        journal.close()
+    print(
+        f"tim synth: {report['written']}/{report['requested']} conversations ({report['train']} train, "
+        f"{report['validation']} validation) in {out}; rejected {report['rejected'] or 'none'}",
+        file=sys.stderr,
+    )
     return report
 
 

@@ -22,6 +22,7 @@ def run(*cmd, **kw):
     [
         [str(BIN / "tim"), "--help"],
         [str(BIN / "tim"), "synth", "--help"],
+        [str(BIN / "tim"), "import", "--help"],
         [str(BIN / "tim"), "train", "--help"],
         [str(BIN / "tim"), "serve", "--help"],
         [str(BIN / "tim"), "demo", "--help"],

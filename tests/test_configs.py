@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _parsers():
     from serve.app import make_parser as serve_parser
+    from synth.legacy_import import make_parser as import_parser
     from synth.synthesize import make_parser as synth_parser
     from tim.demo import make_parser as demo_parser
     from tim.generator_server import make_parser as generator_parser
@@ -21,6 +22,7 @@ def _parsers():
 
     return {
         "synth.yaml": (synth_parser, []),
+        "import.yaml": (import_parser, []),
         "sft.yaml": (sft_parser, []),
         "serve.yaml": (serve_parser, []),
         "demo.yaml": (demo_parser, []),

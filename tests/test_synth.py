@@ -1,55 +1,150 @@
 """Synthesis against the project's real vLLM server on the embedded model (never mocked HTTP),
-and with the in-process transformers fallback."""
+with the in-process transformers fallback, and crash-safe resume after kill -9."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from synth import synthesize
-from tim import generator_server
+from tim import TimError, generator_server
 from tim.conversation import read_conversations
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--turns", "2", "--tim_max_tokens", "48", "--student_max_tokens", "32"]
+
+
+def _server_args(vllm_server):
+    cfg, url = vllm_server
+    return ["--base_url", url, "--model", cfg.served_model_name]
 
 
 def _check_output(out, requested):
     report = json.loads((out / "report.json").read_text())
     assert report["requested"] == requested
-    assert report["written"] + sum(report["rejected"].values()) == requested
+    assert report["written"] + len(report["gave_up"]) == requested
     train = read_conversations(out / "train.jsonl")  # validates the schema of every row
     validation = read_conversations(out / "validation.jsonl") if report["validation"] else []
     assert len(train) == report["train"] and len(validation) == report["validation"]
-    assert report["train"] + report["validation"] == report["written"] > 0
-    for row in train + validation:
+    rows = train + validation
+    keys = [r["meta"]["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == report["written"] > 0
+    for row in rows:
         assert row["messages"][0]["role"] == "system" and "Tim" in row["messages"][0]["content"]
-        assert row["meta"]["topic"] and row["meta"]["mode"] == "roleplay"
+        assert row["meta"]["kind"] in ("topic", "scenario") and row["meta"]["seed"] is not None
         for m in row["messages"][1:]:
-            assert m["content"].strip(), "a non-silent turn is empty"
             assert not m["content"].lower().startswith(("tim:", "student:", "user:"))
-    return report
+    return report, rows
 
 
 def test_synth_through_local_vllm_server(vllm_server, tmp_path):
-    cfg, url = vllm_server
+    cfg, _ = vllm_server
     assert generator_server.status(cfg).startswith("running")
     out = tmp_path / "synth"
-    synthesize.main(
-        ["--config", "configs/synth.yaml", "--output_dir", str(out), "--base_url", url,
-         "--model", cfg.served_model_name, "--max_conversations", "6", "--turns", "2",
-         "--tim_max_tokens", "48", "--student_max_tokens", "32", "--validation_fraction", "0.2"]
-    )  # fmt: skip
-    report = _check_output(out, 6)
+    synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
+                     "--max_conversations", "8", *SMALL, "--validation_fraction", "0.2"])  # fmt: skip
+    report, rows = _check_output(out, 8)
     assert report["backend"] == {"backend": "openai", "model": cfg.served_model_name}
-    rows = read_conversations(out / "train.jsonl")
-    assert all(len(r["messages"]) == 5 for r in rows)  # system + 2 x (student, Tim)
+    assert report["generated_tokens"] > 0
+    assert {r["meta"]["kind"] for r in rows} == {"topic", "scenario"}  # the plan interleaves both
+    # Every request is logged with its prompt, parameters, raw output, latency and backend.
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(requests) >= 2 * 2 * report["written"] - report["silent_turns"]
+    for r in requests:
+        assert r["backend"] == "openai" and r["messages"] and "temperature" in r["sampling"]
+        assert r["latency_s"] >= 0 and (r["output"] is not None or "error" in r)
+    # The dataset card.
+    card = (out / "README.md").read_text()
+    assert "Conversations per category" in card and "Rejected attempts per reason" in card
+    for png in ("turns_per_conversation.png", "words_per_tim_turn.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_synth_with_in_process_transformers(tmp_path, embedded_model_dir):
+def test_one_shot_transcript_mode(vllm_server, tmp_path):
     out = tmp_path / "synth"
-    synthesize.main(
+    synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
+                     "--mode", "transcript", "--max_conversations", "3", "--turns", "2",
+                     "--transcript_max_tokens", "200", "--max_attempts", "5"])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["requested"] == 3 and report["attempts"] >= 3
+    if report["written"]:
+        _check_output(out, 3)
+    else:  # a 135M model may fail to write a parseable chat; that must show as counted rejections
+        assert sum(report["rejected"].values()) == report["attempts"]
+
+
+def test_resume_after_kill_9_ends_with_exact_count_no_duplicates(vllm_server, tmp_path):
+    out = tmp_path / "synth"
+    cmd = [str(Path(sys.executable).parent / "tim"), "synth", "--config", "configs/synth.yaml", "--output_dir",
+           str(out), *_server_args(vllm_server), "--max_conversations", "12", *SMALL, "--max_concurrency", "4"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "conversations.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = journal.read_text().count("\n")
+    assert not (out / "train.jsonl").exists()
+    # Same command again: continues from the journal.
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report, rows = _check_output(out, 12)
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    accepted = Counter(r["key"] for r in records if r["status"] == "accepted")
+    assert all(n == 1 for n in accepted.values()), "a conversation was accepted twice"
+    assert len(records) >= done_before
+    attempts = Counter((r["key"], r["attempt"]) for r in records)
+    assert all(n == 1 for n in attempts.values()), "an attempt was generated twice"
+
+
+def test_resume_refuses_other_settings(tmp_path, vllm_server):
+    out = tmp_path / "synth"
+    args = ["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
+            "--max_conversations", "1", "--turns", "1", "--tim_max_tokens", "24", "--student_max_tokens", "16"]  # fmt: skip
+    synthesize.main(args)
+    with pytest.raises(TimError, match="holds a run with other settings"):
+        synthesize.main([*args, "--seed", "5"])
+
+
+def test_synth_with_in_process_transformers_batches(tmp_path, embedded_model_dir):
+    out = tmp_path / "synth"
+    report = synthesize.main(
         ["--config", "configs/synth.yaml", "--output_dir", str(out), "--backend", "transformers",
-         "--max_conversations", "1", "--turns", "1", "--tim_max_tokens", "24", "--student_max_tokens", "16"]
+         "--max_conversations", "3", "--turns", "1", "--tim_max_tokens", "24", "--student_max_tokens", "16",
+         "--max_attempts", "1"]
     )  # fmt: skip
-    report = _check_output(out, 1)
-    assert report["backend"]["backend"] == "transformers"
+    assert report["backend"]["backend"] == "transformers" and report["attempts"] == 3
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(requests) >= 3 and all(r["backend"] == "transformers" for r in requests)
+
+
+def test_transformers_backend_batches_concurrent_requests(embedded_model_dir):
+    import asyncio
+
+    from tim.backends import Sampling, TransformersChatBackend
+
+    backend = TransformersChatBackend(embedded_model_dir, max_batch_size=8)
+    sampling = Sampling(temperature=0.0, max_tokens=8)
+    prompts = [[{"role": "user", "content": q}] for q in ("What is 2+2?", "Name a colour.", "Say hello.", "Hi!")]
+
+    async def run():
+        return await asyncio.gather(*(backend.complete(p, sampling) for p in prompts))
+
+    replies = asyncio.run(run())
+    assert all(isinstance(r, str) and r.strip() for r in replies)
+    assert backend.generate_calls < len(prompts), "requests were not batched"
 
 
 def test_generator_server_stop_and_status(tmp_path):

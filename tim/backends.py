@@ -63,6 +63,7 @@ class OpenAIChatBackend:
         self._next_url = itertools.cycle(self.base_urls)
         self.model = model
         self.max_retries = max_retries
+        self.completion_tokens = 0  # generated tokens, as the server reports them
         self._limit = asyncio.Semaphore(max_concurrency)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -107,7 +108,9 @@ class OpenAIChatBackend:
                     continue
                 if r.status_code != 200:
                     raise TimError(f"chat server {url} answered {r.status_code}: {r.text[:300]}")
-                return r.json()["choices"][0]["message"].get("content") or ""
+                data = r.json()
+                self.completion_tokens += (data.get("usage") or {}).get("completion_tokens", 0)
+                return data["choices"][0]["message"].get("content") or ""
         raise AssertionError("unreachable")
 
     async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
@@ -132,17 +135,27 @@ class OpenAIChatBackend:
 
 
 class TransformersChatBackend:
-    """The model in this process. One generation at a time (a lock), each in a worker thread so the
-    event loop (Gradio, synthesis) stays responsive. The tokenizer, and so the chat template, comes
-    from the adapter directory when there is one: the template saved at training time."""
+    """The model in this process, where vLLM cannot run.
 
-    def __init__(self, model_dir: str | Path, adapter_dir: str | Path | None = None, device: str | None = None):
+    `complete` requests are batched: whatever arrives while the model is busy is generated
+    together next (up to `max_batch_size`, left-padded), which is what makes synthesis with many
+    conversations in flight worth doing in process. `stream` (serving) generates one reply with a
+    streamer. Generation runs in worker threads so the event loop stays responsive. The tokenizer,
+    and so the chat template, comes from the adapter directory when there is one: the template
+    saved at training time."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        adapter_dir: str | Path | None = None,
+        device: str | None = None,
+        max_batch_size: int = 8,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer_dir = adapter_dir or model_dir
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir or model_dir))
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
         if adapter_dir is not None:
@@ -150,16 +163,17 @@ class TransformersChatBackend:
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
         self.model = model.to(self.device).eval()
-        self._lock = threading.Lock()
+        self.max_batch_size = max_batch_size
+        self.completion_tokens = 0
+        self.generate_calls = 0  # batches run; fewer than requests when batching works
+        self._model_lock = threading.Lock()  # one generate() at a time on this model
+        self._queue_cv = threading.Condition()
+        self._pending: list[tuple[list[dict], Sampling, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._worker: threading.Thread | None = None
 
-    def _inputs(self, messages: list[dict]):
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self.device)
-
-    def _generate_kwargs(self, sampling: Sampling) -> dict:
+    def _generate_kwargs(self, sampling: Sampling, max_new_tokens: int) -> dict:
         kwargs = {
-            "max_new_tokens": sampling.max_tokens,
+            "max_new_tokens": max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
         }
@@ -169,32 +183,76 @@ class TransformersChatBackend:
             kwargs.update(do_sample=False)
         return kwargs
 
-    def _complete_sync(self, messages: list[dict], sampling: Sampling) -> str:
+    def _render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _generate_batch(self, batch) -> list[str]:
         import torch
 
-        inputs = self._inputs(messages)
-        with self._lock, torch.inference_mode():
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            out = self.model.generate(**inputs, **self._generate_kwargs(sampling))
-        text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return _cut_at_stop(text, sampling.stop)
+        prompts = [self._render(messages) for messages, *_ in batch]
+        first = batch[0][1]
+        self.tokenizer.padding_side = "left"  # generation continues every row from its last token
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        max_new = max(sampling.max_tokens for _, sampling, *_ in batch)
+        with self._model_lock, torch.inference_mode():
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
+            out = self.model.generate(**inputs, **self._generate_kwargs(first, max_new))
+        self.generate_calls += 1
+        texts = []
+        for row, (_, sampling, *_) in zip(out[:, inputs["input_ids"].shape[1] :], batch):
+            row = row[: sampling.max_tokens]
+            ended = (row == self.tokenizer.eos_token_id).nonzero()
+            n = int(ended[0]) if len(ended) else len(row)
+            self.completion_tokens += n
+            texts.append(_cut_at_stop(self.tokenizer.decode(row[:n], skip_special_tokens=True), sampling.stop))
+        return texts
+
+    def _work(self) -> None:
+        while True:
+            with self._queue_cv:
+                while not self._pending:
+                    self._queue_cv.wait()
+                # Requests that share sampling settings can share a generate() call.
+                first = self._pending[0][1]
+                same = lambda s: (s.temperature, s.top_p) == (first.temperature, first.top_p)  # noqa: E731
+                batch = [p for p in self._pending if same(p[1])][: self.max_batch_size]
+                for p in batch:
+                    self._pending.remove(p)
+            try:
+                results = self._generate_batch(batch)
+            except Exception as e:  # hand the failure to every waiting caller
+                for _, _, future, loop in batch:
+                    loop.call_soon_threadsafe(_set_exception, future, e)
+                continue
+            for (_, _, future, loop), text in zip(batch, results):
+                loop.call_soon_threadsafe(_set_result, future, text)
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> str:
-        return await asyncio.to_thread(self._complete_sync, messages, sampling)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._queue_cv:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, daemon=True, name="tim-generate")
+                self._worker.start()
+            self._pending.append((messages, sampling, future, loop))
+            self._queue_cv.notify()
+        return await future
 
     async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
-        inputs = self._inputs(messages)
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run():
-            with self._lock, torch.inference_mode():
+            with self._model_lock, torch.inference_mode():
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
-                self.model.generate(**inputs, **self._generate_kwargs(sampling), streamer=streamer)
+                self.model.generate(**inputs, **self._generate_kwargs(sampling, sampling.max_tokens), streamer=streamer)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -209,6 +267,16 @@ class TransformersChatBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _cut_at_stop(text: str, stop: list[str]) -> str:

@@ -1,6 +1,7 @@
 """`tim`: one command for every stage.
 
     tim synth     --config configs/synth.yaml       synthesize conversations (synth/)
+    tim import    --config configs/import.yaml --inputs FILE ...   convert legacy transcripts
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim serve     --config configs/serve.yaml       chat with Tim in the browser (serve/)
     tim demo      --config configs/demo.yaml        all three at demo size, then serve
@@ -18,6 +19,7 @@ from tim import TimError
 
 STAGES = {
     "synth": "synth.synthesize",
+    "import": "synth.legacy_import",
     "train": "train.sft",
     "serve": "serve.app",
     "demo": "tim.demo",

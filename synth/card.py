@@ -1,0 +1,69 @@
+"""The dataset card: README.md beside train/validation.jsonl, with counts and two histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _histogram(path: Path, values: list[int], title: str, xlabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.hist(values, bins=min(30, max(1, len(set(values)))), color="#3b7dd8", edgecolor="white")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
+    turns = [sum(1 for m in r["messages"] if m["role"] != "system") for r in accepted]
+    tim_words = [len(m["content"].split()) for r in accepted for m in r["messages"] if m["role"] == "assistant"]
+    _histogram(out / "turns_per_conversation.png", turns, "Turns per conversation", "turns (student + Tim)")
+    _histogram(out / "words_per_tim_turn.png", tim_words, "Words per Tim turn", "words (0 = silent)")
+    backend = report["backend"]
+    lines = [
+        "# Tim synthetic tutoring conversations",
+        "",
+        f"Synthesized by `tim synth` with the `{backend['backend']}` backend, model `{backend['model']}`, "
+        f"mode `{report['config']['mode']}`. Rows are `{{\"messages\": [...], \"meta\": {{...}}}}` "
+        "(schema: tim/conversation.py); an assistant turn with empty content is Tim staying silent.",
+        "",
+        "| split | conversations |",
+        "|---|---|",
+        f"| train | {report['train']} |",
+        f"| validation | {report['validation']} |",
+        "",
+        f"Planned {report['requested']}, written {report['written']}, attempts {report['attempts']}, "
+        f"silent Tim turns {report['silent_turns']}.",
+        "",
+        "## Conversations per category",
+        "",
+        "| category | conversations |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in sorted(report["per_category"].items())),
+        "",
+        "## Rejected attempts per reason",
+        "",
+        "| reason | attempts |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in sorted(report["rejected"].items())),
+        *([] if report["rejected"] else ["| (none) | 0 |"]),
+        "",
+        "## Shape",
+        "",
+        "![turns per conversation](turns_per_conversation.png)",
+        "![words per Tim turn](words_per_tim_turn.png)",
+        "",
+        "## Caveats",
+        "",
+        "Synthetic data: the student and Tim are both played by the generator model, so the data is "
+        "only as good as that model. Read a sample before training on it.",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))

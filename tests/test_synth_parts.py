@@ -1,0 +1,116 @@
+"""The parts of synthesis that need no model: catalog, plan, gates, dedupe, post-processing,
+transcript parsing."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from synth.catalog import LEARNERS, load_scenarios, load_topics, plan
+from synth.gates import GateLimits, NearDuplicates, check
+from synth.postprocess import augment_student_voice, normalize_names
+from synth.transcript import parse_transcript
+from tim import TimError
+
+LIMITS = GateLimits(min_tim_turns=2, tim_min_words=2, tim_max_words=40, student_max_words=30,
+                    persona_break_patterns=[r"as an ai\b", r"\blanguage model\b"])  # fmt: skip
+
+
+def chat(*turns):
+    messages = [{"role": "system", "content": "You are Tim."}]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return messages
+
+
+GOOD = chat("help with fractions", "Sure! What part is tricky?", "the bottom number", "It says how many equal parts. Try 1/4?")
+
+
+def test_catalog_is_broad():
+    topics = load_topics("data/topics.yaml")
+    assert sum(len(v) for v in topics.values()) >= 150
+    assert {"small_child", "ten", "teen", "adult", "life_skills"} <= set(topics)
+    life = " ".join(topics["life_skills"])
+    for word in ("budget", "cook", "laundry", "rental", "tax", "vote", "job"):
+        assert word in life, word
+    scenarios = load_scenarios("data/scenarios.yaml")
+    assert len(scenarios) >= 40
+    categories = Counter(s.category for s in scenarios)
+    for needed in ("hunger", "trouble_at_home", "self_worth", "disengaged", "video_games", "confusion",
+                   "repeated_question", "insults", "sexual_remark", "gibberish", "gossip", "disclosure_abuse",
+                   "disclosure_self_harm", "danger", "working_job", "special_needs"):  # fmt: skip
+        assert categories[needed] >= 1, needed
+    assert all(s.tim_should and s.learner in LEARNERS for s in scenarios)
+    assert any(s.silent_from for s in scenarios if s.category == "sexual_remark")
+
+
+def test_plan_keys_are_unique_stable_and_interleaved():
+    topics, scenarios = load_topics("data/topics.yaml"), load_scenarios("data/scenarios.yaml")
+    specs = plan(topics, scenarios, 2, 1, 3, seed=0)
+    assert len(specs) == 2 * sum(len(v) for v in topics.values()) + len(scenarios)
+    assert len({s.key for s in specs}) == len(specs)
+    assert [s.seed for s in plan(topics, scenarios, 2, 1, 3, seed=0)] == [s.seed for s in specs]
+    first = plan(topics, scenarios, 1, 1, 3, seed=0, max_conversations=20)
+    assert {s.kind for s in first} == {"topic", "scenario"}
+    silent = next(s for s in specs if s.scenario and s.scenario.silent_from)
+    assert silent.turns > silent.scenario.silent_from  # room for the silence to happen
+
+
+def test_catalog_errors(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("scenarios:\n  - {id: x, category: c, learner: ten, mood: m, hidden_need: h, student: s}\n")
+    with pytest.raises(TimError, match=r"scenarios\[0\] \(x\): missing 'tim_should'"):
+        load_scenarios(bad)
+    bad.write_text("topics:\n  toddlers: [blocks]\n")
+    with pytest.raises(TimError, match="unknown learner group 'toddlers'"):
+        load_topics(bad)
+
+
+def test_each_gate():
+    assert check(GOOD, LIMITS, None) is None
+    assert check(GOOD[:-1], LIMITS, None) == "structure"  # ends on the student
+    assert check(chat("hi", "Hello there!"), LIMITS, None) == "structure"  # too few Tim turns
+    assert check(chat("hi", "Hello there!", "hi", ""), LIMITS, None) == "empty_turn"
+    assert check(chat("hi", "Hello there!", "you idiot", ""), LIMITS, silent_from=2) is None  # silence allowed
+    assert check(chat("hi", "Hello there!", " ", "Okay then."), LIMITS, None) == "structure"  # empty user turn
+    assert check(chat("hi", "Sure thing.\nStudent: thanks", "ok", "Good job."), LIMITS, None) == "role_leakage"
+    assert check(chat("hi", "As an AI, I cannot.", "ok", "Fine then."), LIMITS, None) == "persona_break"
+    assert check(chat("hi", "Ok", "ok", "Fine then."), LIMITS, None) == "too_short"
+    assert check(chat("hi", "word " * 41, "ok", "Fine then."), LIMITS, None) == "too_long"
+    assert check(chat("hi " * 31, "Hello there!", "ok", "Fine then."), LIMITS, None) == "too_long"
+
+
+def test_near_duplicates():
+    seen = NearDuplicates(threshold=0.8)
+    assert not seen.seen(GOOD)
+    seen.add("a", GOOD)
+    assert seen.seen(GOOD)
+    other = chat("why is the sky blue", "Sunlight scatters off air. What colour is a sunset?", "orange", "Right, because light travels further.")
+    assert not seen.seen(other)
+
+
+def test_name_normalization_and_student_voice():
+    messages = chat("who are you", "I'm SmolLM, a helpful assistant. ChatGPT is my friend.")
+    out = normalize_names(messages, "Tim", ["SmolLM", "ChatGPT"])
+    assert out[2]["content"] == "I'm Tim, a helpful assistant. Tim is my friend."
+    assert out[1] == messages[1]  # student turns untouched
+    noisy = augment_student_voice(GOOD, fraction=1.0, seed=3)
+    students = [m["content"] for m in noisy if m["role"] == "user"]
+    assert all(s == s.lower() and "," not in s and "?" not in s for s in students)
+    assert noisy == augment_student_voice(GOOD, fraction=1.0, seed=3)  # deterministic
+    assert augment_student_voice(GOOD, fraction=0.0, seed=3) == GOOD
+    random.seed(0)
+
+
+def test_parse_transcript_is_forgiving_but_honest():
+    text = (
+        "Here is the chat:\n\n**Student:** hi, can you help with volcanoes?\n"
+        "**Tim:** Of course! Volcanoes are\nopenings in the crust.\nStudent: cool\nTIM: What do you know?\nStudent: nothing"
+    )
+    turns, reason = parse_transcript(text, "Tim")
+    assert reason is None
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[1]["content"] == "Of course! Volcanoes are\nopenings in the crust."
+    assert parse_transcript("I cannot write that.", "Tim") == ([], "transcript_unparsed")

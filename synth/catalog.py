@@ -112,6 +112,11 @@ def _seed(run_seed: int, key: str) -> int:
     return zlib.crc32(f"{run_seed}:{key}".encode()) & 0x7FFFFFFF
 
 
+def _round_robin(groups: list[list]) -> list:
+    longest = max((len(g) for g in groups), default=0)
+    return [g[j] for j in range(longest) for g in groups if j < len(g)]
+
+
 def plan(
     topics: dict[str, list[str]],
     scenarios: list[Scenario],
@@ -123,14 +128,19 @@ def plan(
 ) -> list[ConversationSpec]:
     """Every conversation to synthesize, interleaving topics and scenarios so that a capped run
     (max_conversations) still covers both."""
+    # Round-robin over learner groups and scenario categories, so a capped run spans them all.
+    ordered = _round_robin([[(group, topic) for topic in items] for group, items in topics.items()])
+    categories: dict[str, list[Scenario]] = {}
+    for s in scenarios:
+        categories.setdefault(s.category, []).append(s)
+    scenarios = _round_robin(list(categories.values()))
     topic_specs = [
         ConversationSpec(
             key=f"topic:{group}:{topic}#{i}", kind="topic", category=group, learner=group, topic=topic,
             iteration=i, seed=_seed(seed, f"topic:{group}:{topic}#{i}"), turns=turns,
         )  # fmt: skip
         for i in range(conversations_per_topic)
-        for group, items in topics.items()
-        for topic in items
+        for group, topic in ordered
     ]
     scenario_specs = [
         ConversationSpec(

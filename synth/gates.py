@@ -24,8 +24,20 @@ REASONS = (
 )
 
 
+# "*Alex: ..." - a small model writing a scene with named speakers.
+_NAMED_SPEAKER = re.compile(r"^\s*\*{1,2}\s*[A-Z][a-z]+\s*\*{0,2}\s*:")
+# "I'm Sarah" / "my name is Max": a self-introduction by name (the name's case matters).
+_SELF_NAME = re.compile(r"\b(?:I'm|I am|[Mm]y name is|[Cc]all me)\s+([A-Z][a-z]+)\b")
+_NOT_NAMES = {"So", "Sorry", "Glad", "Happy", "Here", "Not", "Just", "Really", "Very", "Always", "Also", "Still", "Excited"}
+
+
+def _introduces_as(text: str) -> set[str]:
+    return {m.group(1) for m in _SELF_NAME.finditer(text)} - _NOT_NAMES
+
+
 @dataclass
 class GateLimits:
+    tutor_name: str
     min_tim_turns: int
     tim_min_words: int
     tim_max_words: int
@@ -50,11 +62,15 @@ def check(messages: list[dict], limits: GateLimits, silent_from: int | None) -> 
     if any(not m["content"].strip() for m in turns if m["role"] == "user"):
         return "empty_turn"
     for m in turns:
-        if any(_SPEAKER_LINE.match(line) for line in m["content"].splitlines()):
+        lines = m["content"].splitlines()
+        if any(_SPEAKER_LINE.match(line) or _NAMED_SPEAKER.match(line) for line in lines):
+            return "role_leakage"
+        # The student claiming to be the tutor is the two voices mixed up.
+        if m["role"] == "user" and (limits.tutor_name in _introduces_as(m["content"]) or "your tutor" in m["content"].lower()):
             return "role_leakage"
     breaks = [re.compile(p, re.I) for p in limits.persona_break_patterns]
     for m in tim_turns:
-        if any(b.search(m["content"]) for b in breaks):
+        if any(b.search(m["content"]) for b in breaks) or _introduces_as(m["content"]) - {limits.tutor_name}:
             return "persona_break"
     for m in tim_turns:
         words = len(m["content"].split())

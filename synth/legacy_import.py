@@ -31,7 +31,7 @@ from pathlib import Path
 from synth.postprocess import normalize_names
 from tim import TimError
 from tim.config import make_config_parser, parse_config
-from tim.conversation import validate_messages, write_conversations
+from tim.conversation import iter_jsonl, validate_messages, write_conversations
 from tim.persona import load_persona
 
 SEPARATOR = re.compile(r"^\s*(-{3,}|={3,})\s*$")
@@ -115,14 +115,8 @@ def read_transcripts(path: Path, speakers: SpeakerLines) -> list[tuple[str, list
 def read_pairs(path: Path, speakers: SpeakerLines) -> list[tuple[str, list[dict]]]:
     """[(source, turns)] for each prompt/completion row."""
     conversations = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TimError(f"{where}: not valid JSON ({e.msg})") from None
+    for where, row in iter_jsonl(path):
+        lineno = int(where.rsplit(":", 1)[1])
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
             raise TimError(f"{where}: expected an object with string 'prompt' and 'completion'")
         prompt_lines = [(lineno, x) for x in row["prompt"].splitlines()]

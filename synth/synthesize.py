@@ -82,6 +82,11 @@ class SynthConfig:
     tim_max_tokens: int = field(default=160)
     transcript_max_tokens: int = field(default=700, metadata={"help": "transcript mode: the whole chat."})
     seed: int = field(default=0)
+    request_seeds: bool = field(
+        default=False,
+        metadata={"help": "Send each request's seed to the server. Off for vLLM's CPU build, which crashes on "
+                  "seeded requests once prefills are chunked (it rewinds a CUDA-only generator offset)."},
+    )
     max_concurrency: int = field(default=32, metadata={"help": "Conversations in flight (fills vLLM's batches)."})
     transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: requests per generate()."})
     request_timeout_s: float = field(default=120.0)
@@ -163,8 +168,9 @@ def _split_of(key: str, fraction: float) -> str:
     return "validation" if zlib.crc32(key.encode()) % 10_000 < fraction * 10_000 else "train"
 
 
-def _gate_limits(cfg: SynthConfig) -> GateLimits:
+def _gate_limits(cfg: SynthConfig, tutor_name: str) -> GateLimits:
     return GateLimits(
+        tutor_name,
         cfg.min_tim_turns, cfg.tim_min_words, cfg.tim_max_words, cfg.student_max_words, cfg.persona_break_patterns
     )
 
@@ -175,7 +181,8 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
     student = Sampling(cfg.temperature, cfg.top_p, cfg.student_max_tokens, cfg.presence_penalty)
     tim = Sampling(cfg.temperature, cfg.top_p, cfg.tim_max_tokens, cfg.presence_penalty)
     transcript = Sampling(cfg.temperature, cfg.top_p, cfg.transcript_max_tokens, cfg.presence_penalty)
-    limits = _gate_limits(cfg)
+    limits = _gate_limits(cfg, persona.name)
+    send_seed = cfg.request_seeds or cfg.backend == "transformers"
 
     accepted = {r["key"] for r in journal.records if r["status"] == "accepted"}
     attempts = Counter(r["key"] for r in journal.records)
@@ -189,6 +196,8 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
 
     async def attempt(spec: ConversationSpec, number: int) -> bool:
         async def complete(messages, sampling, purpose):
+            if not send_seed:
+                sampling = dataclasses.replace(sampling, seed=None)
             started = time.monotonic()
             try:
                 output = await backend.complete(messages, sampling)
@@ -267,6 +276,11 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     rows = {"train": [], "validation": []}
     for r in accepted:
         rows[r["split"]].append({"messages": r["messages"], "meta": r["meta"]})
+    if cfg.validation_fraction > 0 and not rows["validation"] and len(rows["train"]) >= 2:
+        # A small run can miss the validation hash range: move the train row nearest to it.
+        nearest = min(rows["train"], key=lambda r: zlib.crc32(r["meta"]["key"].encode()))
+        rows["train"].remove(nearest)
+        rows["validation"].append(nearest)
     if not accepted:
         reasons = Counter(r["reason"] for r in journal.records)
         raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")

@@ -57,4 +57,5 @@ def test_clean_reply_keeps_only_the_speakers_words():
     assert clean_reply('  "Hello there."  ') == "Hello there."
     assert clean_reply("Line one.\nLine two.") == "Line one.\nLine two."
     assert clean_reply("User:") == ""
+    assert clean_reply("Well done!\n**") == "Well done!"
     assert starts_other_speaker("Nice.\nUser: and then") and not starts_other_speaker("Tim: Nice.")

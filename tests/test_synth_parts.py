@@ -14,7 +14,7 @@ from synth.postprocess import augment_student_voice, normalize_names
 from synth.transcript import parse_transcript
 from tim import TimError
 
-LIMITS = GateLimits(min_tim_turns=2, tim_min_words=2, tim_max_words=40, student_max_words=30,
+LIMITS = GateLimits(tutor_name="Tim", min_tim_turns=2, tim_min_words=2, tim_max_words=40, student_max_words=30,
                     persona_break_patterns=[r"as an ai\b", r"\blanguage model\b"])  # fmt: skip
 
 
@@ -76,7 +76,11 @@ def test_each_gate():
     assert check(chat("hi", "Hello there!", "you idiot", ""), LIMITS, silent_from=2) is None  # silence allowed
     assert check(chat("hi", "Hello there!", " ", "Okay then."), LIMITS, None) == "structure"  # empty user turn
     assert check(chat("hi", "Sure thing.\nStudent: thanks", "ok", "Good job."), LIMITS, None) == "role_leakage"
+    assert check(chat("hi", "*Alex: hello\nhi", "ok", "Good job."), LIMITS, None) == "role_leakage"
+    assert check(chat("Hi, I'm Tim, your tutor.", "Hello!", "ok", "Good job."), LIMITS, None) == "role_leakage"
     assert check(chat("hi", "As an AI, I cannot.", "ok", "Fine then."), LIMITS, None) == "persona_break"
+    assert check(chat("hi", "I'm Sarah, a math teacher.", "ok", "Fine then."), LIMITS, None) == "persona_break"
+    assert check(chat("hi", "I'm Tim. I'm glad you came!", "ok", "Fine then."), LIMITS, None) is None
     assert check(chat("hi", "Ok", "ok", "Fine then."), LIMITS, None) == "too_short"
     assert check(chat("hi", "word " * 41, "ok", "Fine then."), LIMITS, None) == "too_long"
     assert check(chat("hi " * 31, "Hello there!", "ok", "Fine then."), LIMITS, None) == "too_long"

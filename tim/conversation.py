@@ -51,25 +51,31 @@ def validate_messages(messages, where: str) -> None:
         raise TimError(f"{where}: conversation has no assistant turn")
 
 
-def read_conversations(path: str | Path) -> list[dict]:
-    """Read and validate a `messages` JSONL file; errors name file and line."""
+def iter_jsonl(path: str | Path):
+    """(where, row) for each non-blank line of a JSONL file; `where` is "file:line"."""
     path = Path(path)
-    if not path.is_file():
-        raise TimError(f"dataset file not found: {path}")
-    rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                row = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise TimError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "messages" not in row:
-                raise TimError(f"{where}: row must be an object with a 'messages' list")
-            validate_messages(row["messages"], where)
-            rows.append(row)
+
+
+def read_conversations(path: str | Path) -> list[dict]:
+    """Read and validate a `messages` JSONL file; errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TimError(f"dataset file not found: {path}")
+    rows = []
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict) or "messages" not in row:
+            raise TimError(f"{where}: row must be an object with a 'messages' list")
+        validate_messages(row["messages"], where)
+        rows.append(row)
     if not rows:
         raise TimError(f"{path}: no conversations (empty file)")
     return rows
@@ -100,7 +106,8 @@ def clean_reply(text: str) -> str:
         if _SPEAKER_LINE.match(line):
             break
         kept.append(line)
-    return "\n".join(kept).strip().strip('"').strip()
+    # Stray markdown emphasis left where the model stopped ("... great!\n**").
+    return "\n".join(kept).strip().strip('"').strip().rstrip("*").strip()
 
 
 def starts_other_speaker(text: str) -> bool:

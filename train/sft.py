@@ -71,6 +71,9 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
     check_hardware(model_args)
     if training_args.chat_template_path and not Path(training_args.chat_template_path).is_file():
         raise TimError(f"chat_template_path not found: {training_args.chat_template_path}")
+    if not validation_rows and training_args.eval_strategy != "no":
+        print(f"tim train: no {data_args.dataset_dir}/validation.jsonl rows; validation loss is off", file=sys.stderr)
+        training_args.eval_strategy = "no"
     if not model_args.use_peft:
         raise TimError("use_peft must be true: Tim trains LoRA adapters")
 

@@ -25,6 +25,7 @@ def run(*cmd, **kw):
         [str(BIN / "tim"), "import", "--help"],
         [str(BIN / "tim"), "train", "--help"],
         [str(BIN / "tim"), "serve", "--help"],
+        [str(BIN / "tim"), "export", "--help"],
         [str(BIN / "tim"), "demo", "--help"],
         [str(BIN / "tim"), "generator", "--help"],
         [sys.executable, "train/sft.py", "--help"],

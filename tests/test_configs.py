@@ -18,12 +18,13 @@ def _parsers():
     from synth.synthesize import make_parser as synth_parser
     from tim.demo import make_parser as demo_parser
     from tim.generator_server import make_parser as generator_parser
+    from train.sft import device_defaults
     from train.sft import make_parser as sft_parser
 
     return {
         "synth.yaml": (synth_parser, []),
         "import.yaml": (import_parser, []),
-        "sft.yaml": (sft_parser, []),
+        "sft.yaml": (sft_parser, device_defaults([])),
         "serve.yaml": (serve_parser, []),
         "demo.yaml": (demo_parser, []),
         "generator.yaml": (generator_parser, ["status"]),

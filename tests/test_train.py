@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tim import TimError
-from tim.config import parse_config
 from train import sft
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +21,8 @@ def _args(dataset_dir, output_dir, *extra):
 
 
 def test_lora_changes_adapter_and_not_base(tiny_dataset, tmp_path, embedded_model_dir):
-    data_args, training_args, model_args = parse_config(
-        sft.make_parser(), _args(tiny_dataset, tmp_path, "--max_steps", "3", "--learning_rate", "1e-3",
+    data_args, training_args, model_args = sft.parse_args(
+        _args(tiny_dataset, tmp_path, "--max_steps", "3", "--learning_rate", "1e-3",
                                  "--eval_strategy", "no", "--save_strategy", "no")  # fmt: skip
     )
     trainer, _ = sft.build_trainer(data_args, training_args, model_args)

@@ -3,6 +3,7 @@
     tim synth     --config configs/synth.yaml       synthesize conversations (synth/)
     tim import    --config configs/import.yaml --inputs FILE ...   convert legacy transcripts
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
+    tim export    --adapter runs/sft --merge --output_dir runs/sft-merged   merged model
     tim serve     --config configs/serve.yaml       chat with Tim in the browser (serve/)
     tim demo      --config configs/demo.yaml        all three at demo size, then serve
     tim generator start|stop|status --config configs/generator.yaml   the local vLLM server
@@ -21,6 +22,7 @@ STAGES = {
     "synth": "synth.synthesize",
     "import": "synth.legacy_import",
     "train": "train.sft",
+    "export": "train.export",
     "serve": "serve.app",
     "demo": "tim.demo",
     "generator": "tim.generator_server",

@@ -39,12 +39,21 @@ class GeneratorConfig:
     vllm_python: str = field(default=".venv-vllm/bin/python", metadata={"help": "Python of the vLLM environment."})
     max_model_len: int = field(default=2048, metadata={"help": "Longest prompt + reply, in tokens."})
     cpu_kv_cache_gib: int = field(default=2, metadata={"help": "CPU build only: KV cache size (VLLM_CPU_KVCACHE_SPACE)."})
+    cpu_threads: str = field(
+        default="all",
+        metadata={"help": "CPU build only: 'all' = compute on every core (measured 400 vs 246 generated "
+                  "tokens/s at 32 requests on 2 cores); 'auto' = vLLM's default, one core kept for the API server."},
+    )
     extra_args: list[str] = field(
         default_factory=list,
         metadata={"help": "More vLLM flags, e.g. --tensor-parallel-size 2 for a generator too big for one GPU."},
     )
     startup_timeout_s: int = field(default=600, metadata={"help": "Seconds to wait for health (cold CPU start ~85 s)."})
     run_dir: str = field(default="runs/generator", metadata={"help": "pid file, log, served-model record."})
+
+    def __post_init__(self):
+        if self.cpu_threads not in ("all", "auto"):
+            raise TimError(f"cpu_threads must be 'all' or 'auto', got {self.cpu_threads!r}")
 
     @property
     def base_url(self) -> str:
@@ -124,6 +133,8 @@ def start(cfg: GeneratorConfig) -> str:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **OFFLINE_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib)}
+    if cfg.cpu_threads == "all":
+        env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
     log = open(_log_file(cfg), "w")
     proc = subprocess.Popen(
         server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

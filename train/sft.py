@@ -9,7 +9,8 @@ end-of-turn token, through the chat template in `chat_template_path` (it has `{%
 markers; the model's own template may not). Writes to output_dir:
   adapter_model.safetensors, adapter_config.json   the PEFT LoRA adapter
   tokenizer files + chat_template.jinja            the exact template used in training
-  metrics.json                                     train/eval loss, speed, log history
+  metrics.json, loss.png                           train/eval loss, speed, log history
+  runs/ (TensorBoard event files), checkpoint-*/   with report_to: tensorboard; for resuming
 A rerun continues from the last checkpoint in output_dir.
 """
 
@@ -23,12 +24,34 @@ from pathlib import Path
 from tim import TimError
 from tim.config import make_config_parser, parse_config
 from tim.conversation import read_conversations
+from train.plots import plot_loss
 
 
 @dataclass
 class DataArguments:
     dataset_dir: str = field(default="runs/synth", metadata={"help": "Holds train.jsonl and validation.jsonl."})
     max_train_conversations: int = field(default=0, metadata={"help": "Use only the first N (0 = all)."})
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU has bf16 instructions (AVX512-BF16 or AMX): bf16 autocast is then ~2.5x fp32 here."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def device_defaults(args: list[str]) -> list[str]:
+    """Without CUDA, train on the CPU (use_cpu) with bf16 autocast where the CPU has bf16
+    instructions, fp32 where it has not. Put first, so the config file and the user's own flags
+    still decide: measured on this 2-core EPYC, LoRA forward+backward ran 462 tokens/s with bf16
+    autocast against 182 in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return args
+    return ["--use_cpu", "true", *([] if cpu_has_bf16() else ["--bf16", "false"]), *args]
 
 
 def make_parser():
@@ -104,8 +127,13 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
     return trainer, model_dir
 
 
+def parse_args(args=None):
+    """(DataArguments, SFTConfig, ModelConfig) from --config and flags, with the device defaults."""
+    return parse_config(make_parser(), device_defaults(list(sys.argv[1:] if args is None else args)))
+
+
 def main(args=None) -> dict:
-    data_args, training_args, model_args = parse_config(make_parser(), args)
+    data_args, training_args, model_args = parse_args(args)
     trainer, model_dir = build_trainer(data_args, training_args, model_args)
 
     # 4. Train, resuming from the last checkpoint in output_dir when there is one.
@@ -114,13 +142,21 @@ def main(args=None) -> dict:
 
     # 5. Save the adapter, the tokenizer with the training chat template, and metrics.
     trainer.save_model(training_args.output_dir)
-    metrics = {"train": result.metrics, "base_model": str(model_dir), "lora_r": model_args.lora_r}
+    metrics = {
+        "train": result.metrics,
+        "base_model": str(model_dir),
+        "lora_r": model_args.lora_r,
+        "world_size": training_args.world_size,
+        "resumed_from": resume,
+        "global_step": trainer.state.global_step,
+    }
     if trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
     metrics["log_history"] = trainer.state.log_history
     if trainer.is_world_process_zero():
         out = Path(training_args.output_dir)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_loss(trainer.state.log_history, out / "loss.png")
         print(f"tim train: adapter, tokenizer and metrics.json in {out}", file=sys.stderr)
     return metrics
 

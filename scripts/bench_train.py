@@ -1,0 +1,88 @@
+"""Training throughput on the CPU: TRL's defaults vs this project's training configuration, in one
+run, on the same conversations, model (the embedded SmolLM2-135M) and LoRA settings.
+
+    .venv/bin/python scripts/bench_train.py [--dataset_dir runs/demo/data] [--conversations 16] [--record]
+
+Each variant trains one epoch over the same conversations; tokens/s counts the non-padding tokens
+of that epoch. Variants:
+  trl_defaults_fp32  TRL's defaults for speed (gradient checkpointing on, padded batches in random
+                     order, no packing) in fp32, as CPU users run TRL (its bf16=True needs use_cpu)
+  trl_defaults_bf16  the same with bf16 autocast on the CPU
+  tim                configs/sft.yaml as shipped (train/sft.py picks bf16 autocast on bf16 CPUs)
+--record appends the table to docs/performance.md. Goal on a 2-core CPU: tim >= 2x trl_defaults.
+(GPU mode, random-init models of real shapes on an H200, is not written yet: no GPU was lent.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TRL_DEFAULTS = ["--activation_checkpointing", "true", "--packing", "false", "--train_sampling_strategy", "random"]
+VARIANTS = {
+    # TRL's default bf16=True refuses to start on a CPU without use_cpu; most CPU users set it off.
+    "trl_defaults_fp32": [*TRL_DEFAULTS, "--bf16", "false"],
+    "trl_defaults_bf16": [*TRL_DEFAULTS, "--bf16", "true"],
+    "tim": [],
+}
+
+
+def run(name: str, extra: list[str], dataset_dir: str, conversations: int, out: Path) -> dict:
+    from train import sft
+
+    args = ["--config", str(ROOT / "configs/sft.yaml"), "--dataset_dir", dataset_dir, "--output_dir", str(out / name),
+            "--max_train_conversations", str(conversations), "--num_train_epochs", "1", "--eval_strategy", "no",
+            "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1", *extra]  # fmt: skip
+    trainer, _ = sft.build_trainer(*sft.parse_args(args))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    # One epoch sees every (truncated) conversation once: its tokens, without padding.
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    return {"steps": trainer.state.global_step, "tokens": tokens, "seconds": round(seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset_dir", default="runs/demo/data", help="train.jsonl from `tim synth` (make demo)")
+    ap.add_argument("--conversations", type=int, default=16)
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    try:
+        results = {name: run(name, extra, args.dataset_dir, args.conversations, tmp) for name, extra in VARIANTS.items()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = {base: results["tim"]["tokens_per_s"] / results[base]["tokens_per_s"] for base in results if base != "tim"}
+    print(json.dumps({**results, "tim_over": {k: round(v, 2) for k, v in ratios.items()}}, indent=2))
+    lines = [
+        f"### bench_train.py, {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, CPU",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_train.py --dataset_dir {args.dataset_dir} "
+        f"--conversations {args.conversations}` (embedded model, LoRA r=16 all-linear, one epoch)",
+        "",
+        "| variant | steps | non-padding tokens | seconds | tokens/s |",
+        "|---|---|---|---|---|",
+        *(f"| {n} | {r['steps']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} |" for n, r in results.items()),
+        "",
+        *(f"tim / {base}: {ratio:.2f}x" for base, ratio in ratios.items()),
+        "",
+    ]
+    print("\n".join(lines))
+    if args.record:
+        with open(ROOT / "docs/performance.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ of that epoch. Variants:
   trl_defaults_bf16  the same with bf16 autocast on the CPU
   tim                configs/sft.yaml as shipped (train/sft.py picks bf16 autocast on bf16 CPUs)
 --record appends the table to docs/performance.md. Goal on a 2-core CPU: tim >= 2x trl_defaults.
-(GPU mode, random-init models of real shapes on an H200, is not written yet: no GPU was lent.)
+GPU figures for random-init models of real shapes come from scripts/bench_train_shapes.py.
 """
 
 from __future__ import annotations

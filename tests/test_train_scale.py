@@ -142,3 +142,15 @@ def test_accelerate_configs_load(tmp_path):
         assert path.read_text().startswith("# When:"), path
         config = load_config_from_file(str(path))
         assert config.num_processes >= 1, path
+
+
+def test_shape_benchmark_runs_both_variants_on_a_tiny_shape():
+    # The GPU benchmark's wiring (random-init model, synthetic data, packing, step timer), at a
+    # size that runs on this CPU in seconds; the H200 runs the real shapes.
+    r = subprocess.run([sys.executable, "scripts/bench_train_shapes.py", "--shape", "tiny", "--steps", "4",
+                        "--warmup", "1", "--batch", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{"tiny/')]
+    results = {k: v for row in rows for k, v in row.items()}
+    assert set(results) == {"tiny/trl_defaults", "tiny/tim"}
+    assert all(v["tokens"] > 0 and v["tokens_per_s"] > 0 and v["timed_steps"] == 3 for v in results.values())

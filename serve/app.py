@@ -6,6 +6,8 @@ The model answers through the same chat backends synthesis uses (tim/backends.py
 transformers with the trained LoRA adapter (default), or any OpenAI-compatible server such as
 the project's vLLM. The prompt is rendered with the chat template saved beside the adapter at
 training time, and starts with the persona's system prompt that the training data carries.
+Safeguarding (serve/safeguarding.py, configs/safeguarding.yaml) answers disclosures with a
+fixed response and silences a chat after repeated abuse, whatever the model would say.
 Bound to 127.0.0.1, Gradio analytics off, no share link.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serve.safeguarding import Safeguard, load_safeguard
 from tim import TimError
 from tim.backends import ChatBackend, OpenAIChatBackend, Sampling, TransformersChatBackend
 from tim.config import make_config_parser, parse_config
@@ -36,6 +39,7 @@ class ServeConfig:
     served_model_name: str = field(default="tim", metadata={"help": "openai backend: model name to ask for."})
     api_key: str | None = field(default=None)
     persona_config: str = field(default="configs/persona.yaml")
+    safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})
     host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
     port: int = field(default=7860)
     max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
@@ -68,6 +72,15 @@ def build_messages(system_prompt: str, history: list[dict], message: str, max_hi
     return [{"role": "system", "content": system_prompt}, *turns[-max_history:], {"role": "user", "content": message}]
 
 
+def fixed_reply(safeguard: Safeguard, history: list[dict], message: str) -> str | None:
+    """The reply safeguarding decides, whatever the model would say: silence once the chat has
+    had enough abuse, the configured response to a disclosure; None lets the model answer."""
+    earlier = [_text(m.get("content")) for m in history if m.get("role") == "user"]
+    if safeguard.silenced([*earlier, message]):
+        return QUIET
+    return safeguard.assess(message).response
+
+
 def make_backend(cfg: ServeConfig) -> ChatBackend:
     if cfg.backend == "openai":
         return OpenAIChatBackend(cfg.base_url, cfg.served_model_name, cfg.api_key)
@@ -82,9 +95,14 @@ def build_app(cfg: ServeConfig, backend: ChatBackend):
 
     persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()
+    safeguard = load_safeguard(cfg.safeguarding_config)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens)
 
     async def reply(message: str, history: list[dict]) -> AsyncIterator[str]:
+        fixed = fixed_reply(safeguard, history, message)
+        if fixed is not None:
+            yield fixed
+            return
         messages = build_messages(system_prompt, history, message, cfg.max_history_messages)
         raw = ""
         async for piece in backend.stream(messages, sampling):

@@ -36,10 +36,13 @@ def test_every_config_is_known_and_parses():
 
     parsers = _parsers()
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
-    assert shipped == set(parsers) | {"persona.yaml"}, "a new config needs a parser entry here"
+    assert shipped == set(parsers) | {"persona.yaml", "safeguarding.yaml"}, "a new config needs a parser entry here"
     for name, (make_parser, extra) in parsers.items():
         outputs = parse_config(make_parser(), ["--config", str(ROOT / "configs" / name), *extra])
         assert outputs, name
+    from serve.safeguarding import load_safeguard
+
+    assert load_safeguard(ROOT / "configs/safeguarding.yaml").disclosures
     persona = load_persona(ROOT / "configs/persona.yaml")
     prompt = persona.render_system_prompt()
     assert persona.name == "Tim" and "Tim" in prompt and "trusted adult" in prompt

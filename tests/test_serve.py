@@ -33,5 +33,11 @@ def test_chat_over_http_with_trained_adapter(trained_adapter):
         assert isinstance(reply, str) and reply.strip()
         assert len(updates) > 1, "the reply was not streamed"
         assert "User:" not in reply and not reply.startswith("Tim:")
+        # Safeguarding answers a disclosure itself, through the same app, whatever the model says.
+        from serve.safeguarding import load_safeguard
+
+        disclosure = "my dad hits me but don't tell anyone"
+        expected = load_safeguard("configs/safeguarding.yaml").assess(disclosure).response
+        assert client.predict(disclosure, api_name="/chat") == expected
     finally:
         app.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serve.safeguarding import Safeguard, load_safeguard
+from serve.transcripts import Transcripts
 from tim import TimError
 from tim.backends import ChatBackend, OpenAIChatBackend, Sampling, TransformersChatBackend
 from tim.config import make_config_parser, parse_config
@@ -40,6 +41,8 @@ class ServeConfig:
     api_key: str | None = field(default=None)
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})
+    transcripts_db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "SQLite file of all chats."})
+    retention_days: float = field(default=365.0, metadata={"help": "Chats older than this are purged at start."})
     host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
     port: int = field(default=7860)
     max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
@@ -90,7 +93,7 @@ def make_backend(cfg: ServeConfig) -> ChatBackend:
     return TransformersChatBackend(resolve_model(cfg.model), adapter)
 
 
-def build_app(cfg: ServeConfig, backend: ChatBackend):
+def build_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transcripts):
     import gradio as gr
 
     persona = load_persona(cfg.persona_config)
@@ -98,9 +101,20 @@ def build_app(cfg: ServeConfig, backend: ChatBackend):
     safeguard = load_safeguard(cfg.safeguarding_config)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens)
 
-    async def reply(message: str, history: list[dict]) -> AsyncIterator[str]:
+    chat_ids: dict[str, int] = {}  # browser session -> chat in the transcripts
+
+    async def reply(message: str, history: list[dict], request) -> AsyncIterator[str]:
+        session = getattr(request, "session_hash", None) or "local"
+        if not history or session not in chat_ids:  # a new or cleared chat
+            chat_ids[session] = transcripts.start_chat(getattr(request, "username", None) or "local")
+        chat_id = chat_ids[session]
+        # Written (committed) before any reply is shown, with its safeguarding flags.
+        transcripts.add_message(chat_id, "user", message, safeguard.assess(message).flags)
         fixed = fixed_reply(safeguard, history, message)
         if fixed is not None:
+            if fixed == QUIET:
+                transcripts.flag_chat(chat_id)
+            transcripts.add_message(chat_id, "assistant", "" if fixed == QUIET else fixed)
             yield fixed
             return
         messages = build_messages(system_prompt, history, message, cfg.max_history_messages)
@@ -111,7 +125,11 @@ def build_app(cfg: ServeConfig, backend: ChatBackend):
                 break  # the model began writing the student's line: Tim's turn is over
             yield clean_reply(raw)
         final = clean_reply(raw)
+        transcripts.add_message(chat_id, "assistant", final)
         yield final if final else QUIET
+
+    # Gradio passes the request (session, logged-in user) to a parameter annotated gr.Request.
+    reply.__annotations__["request"] = gr.Request
 
     return gr.ChatInterface(
         reply,
@@ -129,7 +147,11 @@ def make_parser():
 
 
 def launch(cfg: ServeConfig, block: bool = True):
-    app = build_app(cfg, make_backend(cfg))
+    transcripts = Transcripts(cfg.transcripts_db)
+    purged = transcripts.purge(cfg.retention_days)
+    if purged:
+        print(f"tim serve: purged {purged} chats older than {cfg.retention_days} days", file=sys.stderr)
+    app = build_app(cfg, make_backend(cfg), transcripts)
     print(f"tim serve: Tim is at http://{cfg.host}:{cfg.port}", file=sys.stderr, flush=True)
     app.queue(default_concurrency_limit=4)
     app.launch(

@@ -22,8 +22,9 @@ def test_build_messages_carries_persona_history_and_silence():
     assert len(build_messages("S", history, "x", max_history=2)) == 4
 
 
-def test_chat_over_http_with_trained_adapter(trained_adapter):
-    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24)
+def test_chat_over_http_with_trained_adapter(trained_adapter, tmp_path):
+    db = tmp_path / "transcripts.sqlite"
+    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24, transcripts_db=str(db))
     app = launch(cfg, block=False)
     try:
         client = Client(f"http://127.0.0.1:{cfg.port}/", verbose=False)
@@ -41,3 +42,13 @@ def test_chat_over_http_with_trained_adapter(trained_adapter):
         assert client.predict(disclosure, api_name="/chat") == expected
     finally:
         app.close()
+    # The chat is in the transcripts, which outlive the server, flagged by the disclosure.
+    from serve.transcripts import Transcripts
+
+    store = Transcripts(db)
+    chats = store.chats(staff="ms.lee")
+    assert len(chats) == 1 and chats[0]["flagged"] == 1
+    messages = store.messages(chats[0]["id"], viewer="ms.lee", staff=True)
+    assert [(m["role"], m["flags"]) for m in messages] == [("user", []), ("assistant", []), ("user", ["abuse"]), ("assistant", [])]
+    assert messages[1]["content"] == reply.strip() and messages[2]["content"] == disclosure
+    assert messages[3]["content"] == expected

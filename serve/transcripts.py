@@ -1,0 +1,127 @@
+"""Transcripts in SQLite (WAL): every student message is written before Tim's reply is shown,
+with its safeguarding flags; staff views, exports and deletes are audited; a retention period
+purges old chats.
+
+Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
+created_at), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chats (
+    id INTEGER PRIMARY KEY, student TEXT NOT NULL, started_at REAL NOT NULL, flagged INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    role TEXT NOT NULL, content TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, staff TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id);
+CREATE INDEX IF NOT EXISTS chats_by_student ON chats(student);
+"""
+
+
+class Transcripts:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by Gradio's worker threads, serialized by a lock: writes are tiny.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+
+    def _write(self, sql: str, args=()) -> int:
+        with self._lock:
+            cursor = self._db.execute(sql, args)
+            return cursor.lastrowid
+
+    def _read(self, sql: str, args=()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def start_chat(self, student: str) -> int:
+        return self._write("INSERT INTO chats (student, started_at) VALUES (?, ?)", (student, time.time()))
+
+    def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = ()) -> int:
+        """Committed when it returns (autocommit), so it is on disk before the reply is shown."""
+        message_id = self._write(
+            "INSERT INTO messages (chat_id, role, content, flags, created_at) VALUES (?, ?, ?, ?, ?)",
+            (chat_id, role, content, ",".join(flags), time.time()),
+        )
+        if flags:
+            self.flag_chat(chat_id)
+        return message_id
+
+    def flag_chat(self, chat_id: int) -> None:
+        self._write("UPDATE chats SET flagged = 1 WHERE id = ?", (chat_id,))
+
+    def chats(self, staff: str, search: str = "") -> list[dict]:
+        """Chats for the staff page: flagged first, newest first; `search` matches student or text."""
+        self.audit(staff, "list", search or "*")
+        rows = self._read(
+            """SELECT c.id, c.student, c.started_at, c.flagged, COUNT(m.id)
+               FROM chats c LEFT JOIN messages m ON m.chat_id = c.id
+               WHERE ? = '' OR c.student LIKE ? OR c.id IN (SELECT chat_id FROM messages WHERE content LIKE ?)
+               GROUP BY c.id ORDER BY c.flagged DESC, c.started_at DESC""",
+            (search, f"%{search}%", f"%{search}%"),
+        )
+        return [dict(zip(("id", "student", "started_at", "flagged", "messages"), r)) for r in rows]
+
+    def messages(self, chat_id: int, viewer: str, staff: bool) -> list[dict]:
+        """A chat's messages. Students may read only their own chats; staff reads are audited."""
+        owner = self._read("SELECT student FROM chats WHERE id = ?", (chat_id,))
+        if not owner or (not staff and owner[0][0] != viewer):
+            raise PermissionError(f"{viewer} may not read chat {chat_id}")
+        if staff:
+            self.audit(viewer, "view", f"chat:{chat_id}")
+        rows = self._read("SELECT role, content, flags, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [{"role": r, "content": c, "flags": [f for f in fl.split(",") if f], "created_at": t} for r, c, fl, t in rows]
+
+    def export_student(self, student: str, staff: str) -> str:
+        """Every chat of one student as JSON (for a parent's or the student's request)."""
+        self.audit(staff, "export", f"student:{student}")
+        chats = self._read("SELECT id, started_at, flagged FROM chats WHERE student = ? ORDER BY id", (student,))
+        out = []
+        for chat_id, started, flagged in chats:
+            rows = self._read("SELECT role, content, flags, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+            out.append({"chat": chat_id, "started_at": started, "flagged": bool(flagged),
+                        "messages": [{"role": r, "content": c, "flags": f, "created_at": t} for r, c, f, t in rows]})  # fmt: skip
+        return json.dumps({"student": student, "chats": out}, indent=2)
+
+    def delete_student(self, student: str, staff: str) -> int:
+        self.audit(staff, "delete", f"student:{student}")
+        with self._lock:
+            n = self._db.execute("SELECT COUNT(*) FROM chats WHERE student = ?", (student,)).fetchone()[0]
+            self._db.execute("DELETE FROM chats WHERE student = ?", (student,))
+        return n
+
+    def purge(self, retention_days: float) -> int:
+        """Delete chats started more than `retention_days` ago; returns how many."""
+        cutoff = time.time() - retention_days * 86400
+        with self._lock:
+            n = self._db.execute("SELECT COUNT(*) FROM chats WHERE started_at < ?", (cutoff,)).fetchone()[0]
+            self._db.execute("DELETE FROM chats WHERE started_at < ?", (cutoff,))
+        return n
+
+    def audit(self, staff: str, action: str, target: str) -> None:
+        self._write("INSERT INTO audit (staff, action, target, at) VALUES (?, ?, ?, ?)", (staff, action, target, time.time()))
+
+    def audit_log(self) -> list[dict]:
+        rows = self._read("SELECT staff, action, target, at FROM audit ORDER BY id")
+        return [dict(zip(("staff", "action", "target", "at"), r)) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

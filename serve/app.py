@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serve.accounts import Accounts
 from serve.safeguarding import Safeguard, load_safeguard
 from serve.transcripts import Transcripts
 from tim import TimError
@@ -43,6 +44,7 @@ class ServeConfig:
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})
     transcripts_db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "SQLite file of all chats."})
     retention_days: float = field(default=365.0, metadata={"help": "Chats older than this are purged at start."})
+    require_login: bool = field(default=True, metadata={"help": "Accounts from `tim users` (false: one local user)."})
     host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
     port: int = field(default=7860)
     max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
@@ -147,6 +149,9 @@ def make_parser():
 
 
 def launch(cfg: ServeConfig, block: bool = True):
+    accounts = Accounts(cfg.transcripts_db)
+    if cfg.require_login and not accounts.list():
+        raise TimError("no accounts yet: add one with `tim users add NAME --role staff` (or --require_login false)")
     transcripts = Transcripts(cfg.transcripts_db)
     purged = transcripts.purge(cfg.retention_days)
     if purged:
@@ -162,6 +167,8 @@ def launch(cfg: ServeConfig, block: bool = True):
         prevent_thread_lock=not block,
         quiet=True,
         show_error=True,
+        auth=(lambda name, password: accounts.verify(name, password) is not None) if cfg.require_login else None,
+        auth_message=STAFF_NOTE,
     )
     return app
 

@@ -26,6 +26,7 @@ def run(*cmd, **kw):
         [str(BIN / "tim"), "train", "--help"],
         [str(BIN / "tim"), "serve", "--help"],
         [str(BIN / "tim"), "export", "--help"],
+        [str(BIN / "tim"), "users", "--help"],
         [str(BIN / "tim"), "demo", "--help"],
         [str(BIN / "tim"), "generator", "--help"],
         [sys.executable, "train/sft.py", "--help"],
@@ -64,7 +65,8 @@ def test_missing_model_is_one_line(tmp_path):
     r = run(str(BIN / "tim"), "train", "--config", "configs/sft.yaml", "--dataset_dir", str(tmp_path),
             "--model_name_or_path", str(tmp_path / "no-such-model"))  # fmt: skip
     _one_line_error(r, "model not found", "no-such-model")
-    r = run(str(BIN / "tim"), "serve", "--config", "configs/serve.yaml", "--adapter", str(tmp_path / "none"))
+    r = run(str(BIN / "tim"), "serve", "--config", "configs/serve.yaml", "--adapter", str(tmp_path / "none"),
+            "--require_login", "false", "--transcripts_db", str(tmp_path / "t.sqlite"))  # fmt: skip
     _one_line_error(r, "no trained adapter")
 
 

@@ -24,7 +24,8 @@ def test_build_messages_carries_persona_history_and_silence():
 
 def test_chat_over_http_with_trained_adapter(trained_adapter, tmp_path):
     db = tmp_path / "transcripts.sqlite"
-    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24, transcripts_db=str(db))
+    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24, transcripts_db=str(db),
+                      require_login=False)  # fmt: skip
     app = launch(cfg, block=False)
     try:
         client = Client(f"http://127.0.0.1:{cfg.port}/", verbose=False)
@@ -52,3 +53,32 @@ def test_chat_over_http_with_trained_adapter(trained_adapter, tmp_path):
     assert [(m["role"], m["flags"]) for m in messages] == [("user", []), ("assistant", []), ("user", ["abuse"]), ("assistant", [])]
     assert messages[1]["content"] == reply.strip() and messages[2]["content"] == disclosure
     assert messages[3]["content"] == expected
+
+
+def test_login_required_and_chats_stored_per_student(trained_adapter, tmp_path):
+    import httpx
+    import pytest
+
+    from serve.accounts import Accounts
+    from serve.transcripts import Transcripts
+    from tim import TimError
+
+    db = tmp_path / "school.sqlite"
+    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=8, transcripts_db=str(db))
+    with pytest.raises(TimError, match="no accounts yet"):
+        launch(cfg, block=False)
+    Accounts(db).add("amy", "student", "pencil42")
+    app = launch(cfg, block=False)
+    try:
+        url = f"http://127.0.0.1:{cfg.port}/"
+        assert httpx.get(url + "config").status_code in (401, 403)  # not logged in: refused
+        with pytest.raises(Exception):
+            Client(url, auth=("amy", "wrong-password"), verbose=False)
+        client = Client(url, auth=("amy", "pencil42"), verbose=False)
+        client.predict("I'm so hungry, I didn't eat today", api_name="/chat")
+    finally:
+        app.close()
+    store = Transcripts(db)
+    (chat,) = store.chats(staff="ms.lee")
+    assert chat["student"] == "amy" and chat["flagged"] == 1
+    assert store.messages(chat["id"], viewer="amy", staff=False)[0]["flags"] == ["hunger"]

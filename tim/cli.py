@@ -5,6 +5,7 @@
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim export    --adapter runs/sft --merge --output_dir runs/sft-merged   merged model
     tim serve     --config configs/serve.yaml       chat with Tim in the browser (serve/)
+    tim users     add|remove|list [NAME] [--role staff]   accounts for tim serve
     tim demo      --config configs/demo.yaml        all three at demo size, then serve
     tim generator start|stop|status --config configs/generator.yaml   the local vLLM server
 
@@ -24,6 +25,7 @@ STAGES = {
     "train": "train.sft",
     "export": "train.export",
     "serve": "serve.app",
+    "users": "serve.accounts",
     "demo": "tim.demo",
     "generator": "tim.generator_server",
 }

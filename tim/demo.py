@@ -59,7 +59,8 @@ def main(args=None):
     )
     if cfg.serve:
         _say("3/3 serving Tim (Ctrl-C to stop)")
-        serve_app.main(["--config", cfg.serve_config, "--adapter", str(adapter_dir)])
+        # The demo is one developer on localhost: no accounts (a school sets them up, README).
+        serve_app.main(["--config", cfg.serve_config, "--adapter", str(adapter_dir), "--require_login", "false"])
 
 
 if __name__ == "__main__":

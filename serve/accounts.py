@@ -1,0 +1,119 @@
+"""Student and staff accounts, in the same SQLite file as the transcripts.
+
+    tim users add NAME --role student|staff [--password_stdin true]   (asks for the password)
+    tim users remove NAME
+    tim users list
+
+Passwords are stored only as salted scrypt hashes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import os
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tim import TimError
+
+ROLES = ("student", "staff")
+MIN_PASSWORD = 6
+# scrypt cost: ~50 ms per check on one core; enough against offline guessing of a stolen file.
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def _hash(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+
+
+class Accounts:
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, "
+                "salt BLOB NOT NULL, hash BLOB NOT NULL, created_at REAL NOT NULL)"
+            )
+
+    def add(self, name: str, role: str, password: str) -> None:
+        if role not in ROLES:
+            raise TimError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not name or not name.replace(".", "").replace("-", "").replace("_", "").isalnum():
+            raise TimError(f"user name {name!r}: use letters, digits, '.', '-' or '_'")
+        if len(password) < MIN_PASSWORD:
+            raise TimError(f"password too short: at least {MIN_PASSWORD} characters")
+        salt = os.urandom(16)
+        try:
+            with self._lock:
+                self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)", (name, role, salt, _hash(password, salt), time.time()))
+        except sqlite3.IntegrityError:
+            raise TimError(f"user {name!r} already exists") from None
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def list(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return self._db.execute("SELECT name, role FROM users ORDER BY role, name").fetchall()
+
+    def verify(self, name: str, password: str) -> str | None:
+        """The user's role if the password is right, else None."""
+        with self._lock:
+            row = self._db.execute("SELECT role, salt, hash FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        role, salt, stored = row
+        return role if hmac.compare_digest(_hash(password, salt), stored) else None
+
+
+@dataclass
+class UsersConfig:
+    db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "The serving SQLite file."})
+    role: str = field(default="student", metadata={"help": "add: student | staff"})
+    password_stdin: bool = field(default=False, metadata={"help": "add: read the password from standard input."})
+
+
+def make_parser():
+    from tim.config import make_config_parser
+
+    parser = make_config_parser((UsersConfig,), prog="tim users", doc=__doc__)
+    parser.add_argument("action", choices=["add", "remove", "list"])
+    parser.add_argument("name", nargs="?")
+    return parser
+
+
+def main(args=None) -> None:
+    from tim.config import parse_config
+
+    cfg, extra = parse_config(make_parser(), args, return_extra=True)
+    accounts = Accounts(cfg.db)
+    if extra.action == "list":
+        for name, role in accounts.list():
+            print(f"{name}\t{role}")
+        return
+    if not extra.name:
+        raise TimError(f"users {extra.action} needs a NAME")
+    if extra.action == "remove":
+        if not accounts.remove(extra.name):
+            raise TimError(f"no user {extra.name!r}")
+        print(f"removed {extra.name}")
+        return
+    password = sys.stdin.readline().rstrip("\n") if cfg.password_stdin else getpass.getpass(f"password for {extra.name}: ")
+    accounts.add(extra.name, cfg.role, password)
+    print(f"added {extra.name} ({cfg.role})")
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from perf_record import report
+
 from synth import synthesize
 from tim import generator_server
 from tim.config import make_config_parser, parse_config
@@ -94,10 +96,7 @@ def main() -> None:
         f"vLLM with {args.concurrency} conversations in flight vs one at a time: {ratio:.1f}x generated tokens/s.",
         "",
     ]
-    print("\n".join(lines))
-    if args.record:
-        with open(ROOT / "docs/performance.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
+    report(lines, args.record)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from perf_record import report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TRL_DEFAULTS = ["--activation_checkpointing", "true", "--packing", "false", "--train_sampling_strategy", "random"]
@@ -78,10 +80,7 @@ def main() -> None:
         *(f"tim / {base}: {ratio:.2f}x" for base, ratio in ratios.items()),
         "",
     ]
-    print("\n".join(lines))
-    if args.record:
-        with open(ROOT / "docs/performance.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
+    report(lines, args.record)
 
 
 if __name__ == "__main__":

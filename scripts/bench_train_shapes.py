@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from perf_record import report
+
 
 SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -160,10 +161,7 @@ def main() -> None:
         ),
         "",
     ]
-    print("\n".join(lines))
-    if args.record:
-        with open(ROOT / "docs/performance.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
+    report(lines, args.record)
 
 
 if __name__ == "__main__":

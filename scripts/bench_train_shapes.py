@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datasketch import MinHash, MinHashLSH
 
 from tim import TimError
-from tim.conversation import _SPEAKER_LINE, validate_messages
+from tim.conversation import SPEAKER_LINE, validate_messages
 
 REASONS = (
     "structure",
@@ -63,7 +63,7 @@ def check(messages: list[dict], limits: GateLimits, silent_from: int | None) -> 
         return "empty_turn"
     for m in turns:
         lines = m["content"].splitlines()
-        if any(_SPEAKER_LINE.match(line) or _NAMED_SPEAKER.match(line) for line in lines):
+        if any(SPEAKER_LINE.match(line) or _NAMED_SPEAKER.match(line) for line in lines):
             return "role_leakage"
         # The student claiming to be the tutor is the two voices mixed up.
         if m["role"] == "user" and (limits.tutor_name in _introduces_as(m["content"]) or "your tutor" in m["content"].lower()):

@@ -93,17 +93,17 @@ def write_conversations(path: str | Path, rows: Iterable[dict]) -> int:
 
 
 # A line that begins another speaker's turn ("Student: ...", "Tim: ...", "User: ...").
-_SPEAKER_LINE = re.compile(r"^\s*\**\s*(student|tim|tutor|user|assistant|teacher|me|you)\s*\**\s*:", re.I)
+SPEAKER_LINE = re.compile(r"^\s*\**\s*(student|tim|tutor|user|assistant|teacher|me|you)\s*\**\s*:", re.I)
 
 
 def clean_reply(text: str) -> str:
     """Keep only the speaker's own words: drop a leading label, stop where another speaker starts."""
     lines = text.strip().splitlines()
-    if lines and _SPEAKER_LINE.match(lines[0]):
-        lines[0] = _SPEAKER_LINE.sub("", lines[0], count=1)
+    if lines and SPEAKER_LINE.match(lines[0]):
+        lines[0] = SPEAKER_LINE.sub("", lines[0], count=1)
     kept = [lines[0]] if lines else []
     for line in lines[1:]:
-        if _SPEAKER_LINE.match(line):
+        if SPEAKER_LINE.match(line):
             break
         kept.append(line)
     # Stray markdown emphasis left where the model stopped ("... great!\n**").
@@ -112,4 +112,4 @@ def clean_reply(text: str) -> str:
 
 def starts_other_speaker(text: str) -> bool:
     """True once a line after the first begins another speaker's turn."""
-    return any(_SPEAKER_LINE.match(line) for line in text.strip().splitlines()[1:])
+    return any(SPEAKER_LINE.match(line) for line in text.strip().splitlines()[1:])

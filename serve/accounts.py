@@ -3,8 +3,10 @@
     tim users add NAME --role student|staff [--password_stdin true]   (asks for the password)
     tim users remove NAME
     tim users list
+    tim users key NAME        prints a new API key for NAME (for /v1/chat/completions)
 
-Passwords are stored only as salted scrypt hashes.
+Passwords are stored only as salted scrypt hashes, API keys only as SHA-256 hashes (a key is
+32 random bytes, so a fast hash is enough).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import getpass
 import hashlib
 import hmac
 import os
+import secrets
 import sqlite3
 import sys
 import threading
@@ -32,6 +35,10 @@ def _hash(password: str, salt: bytes) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
 
 
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class Accounts:
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +49,9 @@ class Accounts:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, "
                 "salt BLOB NOT NULL, hash BLOB NOT NULL, created_at REAL NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS api_keys (hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL)"
             )
 
     def add(self, name: str, role: str, password: str) -> None:
@@ -60,7 +70,29 @@ class Accounts:
 
     def remove(self, name: str) -> bool:
         with self._lock:
+            self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,))
             return self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def new_api_key(self, name: str) -> str:
+        if self.role(name) is None:
+            raise TimError(f"no user {name!r}")
+        key = "tim-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (_key_hash(key), name, time.time()))
+        return key
+
+    def user_for_key(self, key: str) -> tuple[str, str] | None:
+        """(name, role) of the API key's owner, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT u.name, u.role FROM api_keys k JOIN users u ON u.name = k.name WHERE k.hash = ?", (_key_hash(key),)
+            ).fetchone()
+        return tuple(row) if row else None
+
+    def role(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
 
     def list(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -87,7 +119,7 @@ def make_parser():
     from tim.config import make_config_parser
 
     parser = make_config_parser((UsersConfig,), prog="tim users", doc=__doc__)
-    parser.add_argument("action", choices=["add", "remove", "list"])
+    parser.add_argument("action", choices=["add", "remove", "list", "key"])
     parser.add_argument("name", nargs="?")
     return parser
 
@@ -103,6 +135,9 @@ def main(args=None) -> None:
         return
     if not extra.name:
         raise TimError(f"users {extra.action} needs a NAME")
+    if extra.action == "key":
+        print(accounts.new_api_key(extra.name))
+        return
     if extra.action == "remove":
         if not accounts.remove(extra.name):
             raise TimError(f"no user {extra.name!r}")

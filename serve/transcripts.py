@@ -2,16 +2,22 @@
 with its safeguarding flags; staff views, exports and deletes are audited; a retention period
 purges old chats.
 
+    tim transcripts purge --retention_days 365     (also done each time `tim serve` starts)
+    tim transcripts export NAME > NAME.json        (audited as the operating-system user)
+    tim transcripts delete NAME
+
 Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
 created_at), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA = """
@@ -79,6 +85,15 @@ class Transcripts:
         )
         return [dict(zip(("id", "student", "started_at", "flagged", "messages"), r)) for r in rows]
 
+    def student_chats(self, student: str) -> list[dict]:
+        """One student's own chats, newest first (what the student's "My chats" tab lists)."""
+        rows = self._read(
+            """SELECT c.id, c.started_at, COUNT(m.id) FROM chats c LEFT JOIN messages m ON m.chat_id = c.id
+               WHERE c.student = ? GROUP BY c.id ORDER BY c.started_at DESC, c.id DESC""",
+            (student,),
+        )
+        return [dict(zip(("id", "started_at", "messages"), r)) for r in rows]
+
     def messages(self, chat_id: int, viewer: str, staff: bool) -> list[dict]:
         """A chat's messages. Students may read only their own chats; staff reads are audited."""
         owner = self._read("SELECT student FROM chats WHERE id = ?", (chat_id,))
@@ -125,3 +140,46 @@ class Transcripts:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass
+class TranscriptsConfig:
+    db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "The serving SQLite file."})
+    retention_days: float = field(default=365.0, metadata={"help": "purge: chats older than this go."})
+
+
+def make_parser():
+    from tim.config import make_config_parser
+
+    parser = make_config_parser((TranscriptsConfig,), prog="tim transcripts", doc=__doc__)
+    parser.add_argument("action", choices=["purge", "export", "delete"])
+    parser.add_argument("name", nargs="?")
+    return parser
+
+
+def main(args=None) -> None:
+    import sys
+
+    from tim import TimError
+    from tim.config import parse_config
+
+    cfg, extra = parse_config(make_parser(), args, return_extra=True)
+    if not Path(cfg.db).is_file():
+        raise TimError(f"no transcripts database at {cfg.db}")
+    store = Transcripts(cfg.db)
+    operator = f"cli:{getpass.getuser()}"
+    if extra.action == "purge":
+        print(f"purged {store.purge(cfg.retention_days)} chats older than {cfg.retention_days} days", file=sys.stderr)
+        return
+    if not extra.name:
+        raise TimError(f"transcripts {extra.action} needs a student NAME")
+    if extra.action == "export":
+        print(store.export_student(extra.name, staff=operator))
+    else:
+        print(f"deleted {store.delete_student(extra.name, staff=operator)} chats of {extra.name}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

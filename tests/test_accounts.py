@@ -45,3 +45,21 @@ def test_tim_users_command(tmp_path):
     r = subprocess.run([tim, "users", "remove", "nobody", "--db", db], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.strip() == "tim: error: no user 'nobody'"
     assert Accounts(db).verify("ms.lee", "chalkboard") == "staff"
+
+
+def test_api_keys(tmp_path):
+    db = tmp_path / "s.sqlite"
+    accounts = Accounts(db)
+    accounts.add("amy", "student", "pencil42")
+    key = accounts.new_api_key("amy")
+    assert accounts.user_for_key(key) == ("amy", "student")
+    assert accounts.user_for_key(key + "x") is None and accounts.user_for_key("") is None
+    assert key not in str(sqlite3.connect(db).execute("SELECT * FROM api_keys").fetchall())  # hashed
+    with pytest.raises(TimError, match="no user"):
+        accounts.new_api_key("nobody")
+    accounts.remove("amy")
+    assert accounts.user_for_key(key) is None  # a removed user's keys stop working
+    tim = str(Path(sys.executable).parent / "tim")
+    accounts.add("ben", "student", "eraser42")
+    r = subprocess.run([tim, "users", "key", "ben", "--db", str(db)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and Accounts(db).user_for_key(r.stdout.strip()) == ("ben", "student")

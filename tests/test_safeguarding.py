@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.app import QUIET, fixed_reply
+from serve.tutor import QUIET, fixed_reply
 from serve.safeguarding import load_safeguard
 from tim import TimError
 

@@ -1,11 +1,25 @@
-"""Serving: the Gradio app on 127.0.0.1 answers over real HTTP with base model + trained adapter."""
+"""Serving over real HTTP on 127.0.0.1 with the real embedded model + a trained adapter:
+the OpenAI-compatible API (auth, format, streaming), safeguarding, limits, roles, transcripts
+that survive a restart. The browser test is in test_serve_browser.py, vLLM in test_serve_vllm.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import httpx
+import pytest
 from gradio_client import Client
 
 from conftest import free_port
-from serve.app import QUIET, ServeConfig, build_messages, launch
+from serve.accounts import Accounts
+from serve.app import ServeConfig, launch
+from serve.safeguarding import load_safeguard
+from serve.transcripts import Transcripts
+from serve.tutor import QUIET, Limits, Refused, Tutor, build_messages, clean_input
+from tim.backends import Sampling, TransformersChatBackend
+
+SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
 
 
 def test_build_messages_carries_persona_history_and_silence():
@@ -22,63 +36,193 @@ def test_build_messages_carries_persona_history_and_silence():
     assert len(build_messages("S", history, "x", max_history=2)) == 4
 
 
-def test_chat_over_http_with_trained_adapter(trained_adapter, tmp_path):
-    db = tmp_path / "transcripts.sqlite"
-    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=24, transcripts_db=str(db),
-                      require_login=False)  # fmt: skip
-    app = launch(cfg, block=False)
+def test_clean_input_drops_control_characters():
+    assert clean_input("\x00hi\x1b[31m there\u202e\r\nok\t!  ") == "hi[31m there\nok\t!"
+    assert clean_input("\x07\x00 \x1b") == ""
+
+
+@pytest.fixture(scope="module")
+def school(trained_adapter, tmp_path_factory):
+    """A running server (in-process transformers backend) with two students and one staff."""
+    db = tmp_path_factory.mktemp("school") / "school.sqlite"
+    accounts = Accounts(db)
+    for name, role, password in [("amy", "student", "pencil42"), ("ben", "student", "eraser42"),
+                                 ("rapid", "student", "quick123"), ("lee", "staff", "teacher1")]:  # fmt: skip
+        accounts.add(name, role, password)
+    keys = {name: accounts.new_api_key(name) for name in ("amy", "ben", "rapid")}
+    cfg = ServeConfig(
+        adapter=str(trained_adapter), backend="transformers", port=free_port(), transcripts_db=str(db),
+        max_new_tokens=16, max_message_chars=300, messages_per_minute=10,
+    )  # fmt: skip
+    server = launch(cfg, block=False)
+    yield {"cfg": cfg, "url": server.url, "keys": keys, "db": db, "server": server}
+    server.close()
+
+
+def _post(school, student, body, **kw):
+    headers = {"Authorization": f"Bearer {school['keys'][student]}"}
+    return httpx.post(f"{school['url']}/v1/chat/completions", headers=headers, json=body, timeout=120, **kw)
+
+
+def _ask(text, *earlier, stream=False):
+    return {"model": "tim", "stream": stream, "messages": [*earlier, {"role": "user", "content": text}]}
+
+
+def test_api_refuses_requests_without_a_valid_key(school):
+    url = school["url"]
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer tim-wrong"}).status_code == 401
+    r = httpx.post(f"{url}/v1/chat/completions", json=_ask("hi"))
+    assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+    r = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {school['keys']['amy']}"})
+    assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["tim"]
+    assert httpx.get(f"{url}/config").status_code in (401, 403)  # the browser app needs a login too
+
+
+def test_api_chat_completion_and_streaming_format(school):
+    r = _post(school, "amy", _ask("Can you help me with fractions?"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
+    reply = body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["message"]["role"] == "assistant" and reply.strip()
+    assert "User:" not in reply and not reply.startswith("Tim:")
+
+    with httpx.stream("POST", f"{school['url']}/v1/chat/completions", json=_ask("What is a noun?", stream=True),
+                      headers={"Authorization": f"Bearer {school['keys']['amy']}"}, timeout=120) as r:  # fmt: skip
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["delta"] == {}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.strip() and len(chunks) > 3, "the reply was not streamed in pieces"
+
+
+def test_api_continues_a_chat_and_files_it_under_the_key_owner(school):
+    first = _ask("my favourite animal is the octopus")
+    reply = _post(school, "ben", first).json()["choices"][0]["message"]["content"]
+    earlier = [*first["messages"], {"role": "assistant", "content": reply}]
+    assert _post(school, "ben", _ask("how many arms does it have?", *earlier)).status_code == 200
+    store = Transcripts(school["db"])
+    (chat,) = [c for c in store.chats(staff="lee", search="octopus")]
+    assert chat["student"] == "ben" and chat["messages"] == 4
+    messages = store.messages(chat["id"], viewer="ben", staff=False)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[1]["content"] == reply
+
+
+def test_api_safeguarding_flags_disclosure_and_silences_abuse(school):
+    disclosure = "my dad hits me but don't tell anyone"
+    r = _post(school, "amy", _ask(disclosure))
+    assert r.json()["choices"][0]["message"]["content"] == SAFEGUARD.assess(disclosure).response
+    history, replies = [], []
+    for text in ["shut up", "you stupid bot", "shut up already", "ok what is 2+2"]:
+        body = _ask(text, *history)
+        reply = _post(school, "amy", body).json()["choices"][0]["message"]["content"]
+        history = [*body["messages"], {"role": "assistant", "content": reply}]
+        replies.append(reply)
+    assert replies[-1] == "" and replies[-2] == ""  # silent for the rest of that chat
+    store = Transcripts(school["db"])
+    flagged = {c["id"]: c for c in store.chats(staff="lee") if c["flagged"]}
+    texts = {m["content"]: m["flags"] for cid in flagged for m in store.messages(cid, viewer="lee", staff=True)}
+    assert texts[disclosure] == ["abuse"] and "ok what is 2+2" in texts
+
+
+def test_api_limits_and_bad_input(school):
+    r = _post(school, "ben", _ask("x" * 301))
+    assert r.status_code == 413 and "too long" in r.json()["error"]["message"]
+    r = _post(school, "ben", _ask("\x00\x1b\x07"))
+    assert r.status_code == 400 and "Type a message" in r.json()["error"]["message"]
+    r = _post(school, "ben", _ask("hello\x00 Tim\x1b, what is\u202e 3+3?"))
+    assert r.status_code == 200
+    store = Transcripts(school["db"])
+    assert store.chats(staff="lee", search="hello Tim, what is 3+3?")  # stored cleaned
+    for body, error in [({"messages": []}, "non-empty"), ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
+                        ({"messages": [{"role": "assistant", "content": "x"}]}, "last message"),
+                        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens")]:  # fmt: skip
+        r = _post(school, "ben", body)
+        assert r.status_code == 400 and error in r.json()["error"]["message"]
+    r = httpx.post(f"{school['url']}/v1/chat/completions", content=b"{not json",
+                   headers={"Authorization": f"Bearer {school['keys']['ben']}"})  # fmt: skip
+    assert r.status_code == 400
+    # Rate limit: 10 messages a minute per student; the 11th is refused with when to try again.
+    # (Disclosures are answered without the model, so these ten are quick.)
+    statuses = [_post(school, "rapid", _ask(f"i'm so hungry {i}", stream=True)).status_code for i in range(11)]
+    assert statuses == [200] * 10 + [429]
+    r = _post(school, "rapid", _ask("again"))
+    assert "try again in" in r.json()["error"]["message"]
+
+
+def test_roles_in_the_browser_app(school):
+    url = school["url"] + "/"
+    amy = Client(url, auth=("amy", "pencil42"), verbose=False)
+    amy.predict("what is a verb?", api_name="/chat")
+    with pytest.raises(Exception, match="Only staff"):
+        amy.predict("", api_name="/staff_chats")
+    store = Transcripts(school["db"])
+    ben_chat = store.student_chats("ben")[0]["id"]
+    with pytest.raises(Exception, match="not yours"):
+        amy.predict(ben_chat, api_name="/my_chat")
+    mine = store.student_chats("amy")[0]["id"]
+    assert "what is a verb?" in amy.predict(mine, api_name="/my_chat")
+
+    lee = Client(url, auth=("lee", "teacher1"), verbose=False)
+    table = lee.predict("", api_name="/staff_chats")
+    flagged_column = [row[3] for row in table["data"]]
+    assert flagged_column == sorted(flagged_column, key=lambda f: not f)  # flagged chats first
+    assert "Student" in lee.predict(ben_chat, api_name="/staff_view")
+    exported = json.loads(open(lee.predict("ben", api_name="/staff_export")).read())
+    assert exported["student"] == "ben" and exported["chats"]
+    actions = [(e["staff"], e["action"], e["target"]) for e in store.audit_log()]
+    assert ("lee", "view", f"chat:{ben_chat}") in actions and ("lee", "export", "student:ben") in actions
+
+
+def test_transcripts_survive_a_restart(school):
+    server = school["server"]
+    store = Transcripts(school["db"])
+    before = store.student_chats("amy")
+    assert before
+    server.close()
+    cfg = school["cfg"]
+    restarted = launch(ServeConfig(**{**cfg.__dict__, "port": free_port()}), block=False)
     try:
-        client = Client(f"http://127.0.0.1:{cfg.port}/", verbose=False)
-        job = client.submit("Can you help me with fractions?", api_name="/chat")
-        updates = list(job)
-        reply = job.result()
-        assert isinstance(reply, str) and reply.strip()
-        assert len(updates) > 1, "the reply was not streamed"
-        assert "User:" not in reply and not reply.startswith("Tim:")
-        # Safeguarding answers a disclosure itself, through the same app, whatever the model says.
-        from serve.safeguarding import load_safeguard
-
-        disclosure = "my dad hits me but don't tell anyone"
-        expected = load_safeguard("configs/safeguarding.yaml").assess(disclosure).response
-        assert client.predict(disclosure, api_name="/chat") == expected
+        amy = Client(restarted.url + "/", auth=("amy", "pencil42"), verbose=False)
+        assert "what is a verb?" in amy.predict(before[0]["id"], api_name="/my_chat")
     finally:
-        app.close()
-    # The chat is in the transcripts, which outlive the server, flagged by the disclosure.
-    from serve.transcripts import Transcripts
-
-    store = Transcripts(db)
-    chats = store.chats(staff="ms.lee")
-    assert len(chats) == 1 and chats[0]["flagged"] == 1
-    messages = store.messages(chats[0]["id"], viewer="ms.lee", staff=True)
-    assert [(m["role"], m["flags"]) for m in messages] == [("user", []), ("assistant", []), ("user", ["abuse"]), ("assistant", [])]
-    assert messages[1]["content"] == reply.strip() and messages[2]["content"] == disclosure
-    assert messages[3]["content"] == expected
+        restarted.close()
+    school["server"] = restarted  # the fixture's close() is then a no-op on a stopped server
 
 
-def test_login_required_and_chats_stored_per_student(trained_adapter, tmp_path):
-    import httpx
-    import pytest
+def test_busy_when_the_waiting_line_is_full(trained_adapter, tmp_path, embedded_model_dir):
+    backend = TransformersChatBackend(embedded_model_dir, trained_adapter)
+    tutor = Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), "You are Tim.",
+                  Sampling(temperature=0.0, max_tokens=48), Limits(max_concurrent=1, max_queue=0), 12)  # fmt: skip
 
-    from serve.accounts import Accounts
-    from serve.transcripts import Transcripts
+    async def scenario():
+        first = tutor.respond("amy", tutor.transcripts.start_chat("amy"), [], "tell me about volcanoes")
+        await anext(first)  # amy's reply is generating and holds the only slot
+        with pytest.raises(Refused, match="helping a lot of students") as refused:
+            async for _ in tutor.respond("ben", tutor.transcripts.start_chat("ben"), [], "hi"):
+                pass
+        async for _ in first:
+            pass
+        return refused.value.status
+
+    assert asyncio.run(scenario()) == 503
+    # A disclosure is answered even then: safeguarding needs no model.
+    disclosure = "i'm so hungry i can't think"
+
+    async def disclosure_turn():
+        return [t async for t in tutor.respond("ben", tutor.transcripts.start_chat("ben"), [], disclosure)]
+
+    assert asyncio.run(disclosure_turn()) == [SAFEGUARD.assess(disclosure).response]
+
+
+def test_require_login_false_is_loopback_only():
     from tim import TimError
 
-    db = tmp_path / "school.sqlite"
-    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), max_new_tokens=8, transcripts_db=str(db))
-    with pytest.raises(TimError, match="no accounts yet"):
-        launch(cfg, block=False)
-    Accounts(db).add("amy", "student", "pencil42")
-    app = launch(cfg, block=False)
-    try:
-        url = f"http://127.0.0.1:{cfg.port}/"
-        assert httpx.get(url + "config").status_code in (401, 403)  # not logged in: refused
-        with pytest.raises(Exception):
-            Client(url, auth=("amy", "wrong-password"), verbose=False)
-        client = Client(url, auth=("amy", "pencil42"), verbose=False)
-        client.predict("I'm so hungry, I didn't eat today", api_name="/chat")
-    finally:
-        app.close()
-    store = Transcripts(db)
-    (chat,) = store.chats(staff="ms.lee")
-    assert chat["student"] == "amy" and chat["flagged"] == 1
-    assert store.messages(chat["id"], viewer="amy", staff=False)[0]["flags"] == ["hunger"]
+    with pytest.raises(TimError, match="this machine only"):
+        ServeConfig(require_login=False, host="0.0.0.0")

@@ -39,3 +39,25 @@ def test_transcripts(tmp_path):
     # Retention: chats started before the cutoff go, newer ones stay.
     store._write("UPDATE chats SET started_at = ? WHERE id = ?", (time.time() - 40 * 86400, a))
     assert store.purge(retention_days=30) == 1 and store.chats(staff="ms.lee") == []
+
+
+def test_tim_transcripts_command(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "t.sqlite"
+    store = Transcripts(db)
+    old, new = store.start_chat("amy"), store.start_chat("amy")
+    store.add_message(new, "user", "hello")
+    store._write("UPDATE chats SET started_at = ? WHERE id = ?", (time.time() - 400 * 86400, old))
+    tim = [str(Path(sys.executable).parent / "tim"), "transcripts"]
+    r = subprocess.run([*tim, "purge", "--db", str(db), "--retention_days", "365"], capture_output=True, text=True)
+    assert r.returncode == 0 and "purged 1 chats" in r.stderr
+    r = subprocess.run([*tim, "export", "amy", "--db", str(db)], capture_output=True, text=True)
+    assert [c["chat"] for c in json.loads(r.stdout)["chats"]] == [new]
+    r = subprocess.run([*tim, "delete", "amy", "--db", str(db)], capture_output=True, text=True)
+    assert "deleted 1 chats of amy" in r.stderr and Transcripts(db).student_chats("amy") == []
+    assert [e["action"] for e in Transcripts(db).audit_log()] == ["export", "delete"]
+    r = subprocess.run([*tim, "purge", "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no transcripts database" in r.stderr

@@ -5,7 +5,8 @@
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim export    --adapter runs/sft --merge --output_dir runs/sft-merged   merged model
     tim serve     --config configs/serve.yaml       chat with Tim in the browser (serve/)
-    tim users     add|remove|list [NAME] [--role staff]   accounts for tim serve
+    tim users     add|remove|list|key [NAME] [--role staff]   accounts and API keys for tim serve
+    tim transcripts purge|export|delete [NAME]      the chats tim serve stored
     tim demo      --config configs/demo.yaml        all three at demo size, then serve
     tim generator start|stop|status --config configs/generator.yaml   the local vLLM server
 
@@ -26,6 +27,7 @@ STAGES = {
     "export": "train.export",
     "serve": "serve.app",
     "users": "serve.accounts",
+    "transcripts": "serve.transcripts",
     "demo": "tim.demo",
     "generator": "tim.generator_server",
 }

@@ -1,0 +1,145 @@
+"""OpenAI-compatible API on the same server as the browser app.
+
+    GET  /v1/models
+    POST /v1/chat/completions      {"model": "tim", "messages": [...], "stream": false|true}
+
+Every request needs `Authorization: Bearer <key>`; keys come from `tim users key NAME` and act as
+that user. Turns go through the same Tutor as the browser (limits, safeguarding, transcripts filed
+under the key's owner). Tim's persona prompt always leads: a client's system messages are dropped,
+so an API user cannot re-prompt Tim. A request continues a chat in the transcripts when its
+earlier messages are exactly an earlier request's messages plus the reply it got; otherwise it
+starts a new chat. Silence is an empty `content`. Streaming is SSE ending with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import OrderedDict
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from serve.accounts import Accounts
+from serve.tutor import QUIET, Refused, Tutor, text_of
+
+MAX_TRACKED_CHATS = 50_000  # continuation digests kept in memory (~100 bytes each)
+HOLD_CHARS = 16  # longer than any speaker label clean_reply removes ("**Assistant**:")
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _digest(student: str, turns: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps([student, turns]).encode()).hexdigest()
+
+
+def _parse(body) -> tuple[list[tuple[str, str]], str, bool, int | None]:
+    """(earlier user/assistant turns, the new user message, stream, max_tokens); ValueError if bad."""
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"messages[{i}]: 'role' must be system, user or assistant")
+        if not isinstance(m.get("content"), str | list):
+            raise ValueError(f"messages[{i}]: 'content' must be text")
+        if m["role"] != "system":
+            turns.append((m["role"], text_of(m["content"])))
+    if not turns or turns[-1][0] != "user":
+        raise ValueError("the last message must be the student's (role 'user')")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError("'max_tokens' must be a whole number >= 1")
+    return turns[:-1], turns[-1][1], bool(body.get("stream", False)), max_tokens
+
+
+def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    chats: OrderedDict[str, int] = OrderedDict()  # digest of (student, turns so far) -> chat id
+
+    def user_of(request: Request) -> tuple[str, str] | None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return accounts.user_for_key(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+
+    @router.get("/models")
+    async def models(request: Request):
+        if user_of(request) is None:
+            return _error(401, "missing or unknown API key (Authorization: Bearer <key from `tim users key NAME`>)",
+                          "authentication_error")  # fmt: skip
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "tim"}]}
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request):
+        user = user_of(request)
+        if user is None:
+            return _error(401, "missing or unknown API key (Authorization: Bearer <key from `tim users key NAME`>)",
+                          "authentication_error")  # fmt: skip
+        student = user[0]
+        try:
+            earlier, message, stream, max_tokens = _parse(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError) as e:
+            return _error(400, f"bad request: {e}")
+        key = _digest(student, earlier)
+        chat_id = chats.pop(key, None) or tutor.transcripts.start_chat(student)
+        history = [{"role": r, "content": c} for r, c in earlier]
+        replies = tutor.respond(student, chat_id, history, message, max_tokens)
+        try:
+            first = await anext(replies, "")
+        except Refused as e:
+            return _error(e.status, str(e), "rate_limit_error" if e.status in (429, 503) else "invalid_request_error")
+
+        def remember(reply: str) -> None:
+            chats[_digest(student, [*earlier, ("user", message), ("assistant", reply)])] = chat_id
+            while len(chats) > MAX_TRACKED_CHATS:
+                chats.popitem(last=False)
+
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not stream:
+            reply = first
+            async for reply in replies:
+                pass
+            reply = "" if reply == QUIET else reply
+            remember(reply)
+            return {
+                "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            }  # fmt: skip
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+            return f"data: {json.dumps(body)}\n\n"
+
+        async def events():
+            # Replies arrive as whole text so far, and a sent delta cannot be taken back, so the
+            # first HOLD_CHARS wait: cleaning may still drop a "Tim:"-style label from the start.
+            sent = ""
+            yield chunk({"role": "assistant", "content": ""})
+            text = first
+            while True:
+                shown = "" if text == QUIET else text
+                if len(shown) >= HOLD_CHARS and shown.startswith(sent) and len(shown) > len(sent):
+                    yield chunk({"content": shown[len(sent) :]})
+                    sent = shown
+                try:
+                    text = await anext(replies)
+                except StopAsyncIteration:
+                    break
+            if shown.startswith(sent) and len(shown) > len(sent):  # a short reply, or the last piece
+                yield chunk({"content": shown[len(sent) :]})
+                sent = shown
+            remember(sent)
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return router

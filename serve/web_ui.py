@@ -1,0 +1,162 @@
+"""The browser app (Gradio): a Chat tab for everyone, "My chats" (a student's own transcripts),
+and a Staff tab (every chat, flagged first; search; view; export and delete per student) that
+only staff accounts see. Every staff handler checks the role on the server, not only the tab's
+visibility, and every staff view, export and delete lands in the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import gradio as gr
+
+from serve.accounts import Accounts
+from serve.tutor import QUIET, Refused, Tutor
+
+STAFF_NOTE = "Tim is a tutor. Your teachers and school staff can read these chats."
+LOCAL_USER = "local"  # the one user of a server started with require_login false (loopback only)
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+def _as_markdown(messages: list[dict], tutor_name: str) -> str:
+    lines = []
+    for m in messages:
+        who = "**Student**" if m["role"] == "user" else f"**{tutor_name}**"
+        flags = f" — ⚠ flagged: {', '.join(m['flags'])}" if m["flags"] else ""
+        text = m["content"] if m["content"] else "*(quiet)*"
+        lines.append(f"{who} · {_when(m['created_at'])}{flags}\n\n{text}")
+    return "\n\n---\n\n".join(lines) or "*(no messages)*"
+
+
+def build_ui(tutor: Tutor, accounts: Accounts, tutor_name: str, login: bool) -> gr.Blocks:
+    chat_ids: dict[str, int] = {}  # browser session -> chat in the transcripts
+
+    def who(request: gr.Request) -> tuple[str, str]:
+        """(user, role) of the request; without login, the local user is staff (the operator)."""
+        if not login:
+            return LOCAL_USER, "staff"
+        name = getattr(request, "username", None)
+        role = accounts.role(name) if name else None
+        if role is None:
+            raise gr.Error("Please log in again.")
+        return name, role
+
+    def staff_only(request: gr.Request) -> str:
+        name, role = who(request)
+        if role != "staff":
+            raise gr.Error("Only staff accounts can do this.")
+        return name
+
+    async def reply(message: str, history: list[dict], request: gr.Request) -> AsyncIterator[str]:
+        student, _ = who(request)
+        session = request.session_hash or LOCAL_USER
+        if not history or session not in chat_ids:  # a new or cleared chat
+            chat_ids[session] = tutor.transcripts.start_chat(student)
+        try:
+            async for text in tutor.respond(student, chat_ids[session], history, message):
+                yield text
+        except Refused as e:
+            raise gr.Error(str(e), title="Not sent") from None
+
+    def my_chats(request: gr.Request):
+        student, _ = who(request)
+        chats = tutor.transcripts.student_chats(student)
+        choices = [(f"{_when(c['started_at'])} · {c['messages']} messages", c["id"]) for c in chats]
+        return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+    def show_my_chat(chat_id, request: gr.Request) -> str:
+        student, _ = who(request)
+        if chat_id is None:
+            return ""
+        try:
+            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name)
+        except PermissionError:
+            raise gr.Error("That chat is not yours.") from None
+
+    def list_chats(search: str, request: gr.Request):
+        staff = staff_only(request)
+        rows = [
+            [c["id"], c["student"], _when(c["started_at"]), "⚠ yes" if c["flagged"] else "", c["messages"]]
+            for c in tutor.transcripts.chats(staff=staff, search=search.strip())
+        ]
+        return rows
+
+    def view_chat(chat_id, request: gr.Request) -> str:
+        staff = staff_only(request)
+        if not chat_id:
+            raise gr.Error("Enter a chat number from the list.")
+        try:
+            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name)
+        except PermissionError:
+            raise gr.Error(f"No chat {int(chat_id)}.") from None
+
+    def export_student(student: str, request: gr.Request) -> str:
+        staff = staff_only(request)
+        student = student.strip()
+        if not student:
+            raise gr.Error("Enter the student's user name.")
+        out = Path(tempfile.mkdtemp(prefix="tim-export-")) / f"{student}-chats.json"
+        out.write_text(tutor.transcripts.export_student(student, staff=staff), encoding="utf-8")
+        return str(out)
+
+    def delete_student(student: str, confirmed: bool, request: gr.Request) -> str:
+        staff = staff_only(request)
+        student = student.strip()
+        if not student or not confirmed:
+            raise gr.Error("Enter the student's user name and tick the box to confirm.")
+        n = tutor.transcripts.delete_student(student, staff=staff)
+        return f"Deleted {n} chats of {student}."
+
+    def on_load(request: gr.Request):
+        _, role = who(request)
+        return gr.Tab(visible=role == "staff")
+
+    with gr.Blocks(title=tutor_name, analytics_enabled=False, fill_height=True) as ui:
+        with gr.Tab("Chat"):
+            gr.ChatInterface(
+                reply,
+                title=tutor_name,
+                description=STAFF_NOTE,
+                analytics_enabled=False,
+                flagging_mode="never",
+                fill_height=True,
+                api_name="chat",
+                # Tutor.respond does the real limiting (slots and a bounded waiting line with a
+                # clear "busy" message); Gradio's own queue must not hold turns back before it.
+                concurrency_limit=tutor.limits.max_concurrent + tutor.limits.max_queue,
+            )
+        with gr.Tab("My chats") as mine:
+            my_list = gr.Dropdown(label="Your chats", choices=[], interactive=True, allow_custom_value=True)
+            my_view = gr.Markdown()
+            mine.select(my_chats, outputs=my_list, api_name="my_chats")
+            my_list.change(show_my_chat, inputs=my_list, outputs=my_view, api_name="my_chat")
+        with gr.Tab("Staff", visible=False) as staff_tab:
+            gr.Markdown("Flagged chats come first. Every view, export and delete is recorded in the audit log.")
+            with gr.Row():
+                search = gr.Textbox(label="Search student or text", scale=4)
+                refresh = gr.Button("List chats", scale=1)
+            table = gr.Dataframe(headers=["chat", "student", "started", "flagged", "messages"], interactive=False)
+            with gr.Row():
+                chat_no = gr.Number(label="Chat number", precision=0)
+                view = gr.Button("View chat")
+            chat_view = gr.Markdown()
+            with gr.Row():
+                student_name = gr.Textbox(label="Student user name")
+                export = gr.Button("Export student's chats")
+                confirm = gr.Checkbox(label="Yes, delete all of this student's chats")
+                delete = gr.Button("Delete", variant="stop")
+            export_file = gr.File(label="Export")
+            done = gr.Markdown()
+            refresh.click(list_chats, inputs=search, outputs=table, api_name="staff_chats")
+            search.submit(list_chats, inputs=search, outputs=table, api_visibility="private")
+            view.click(view_chat, inputs=chat_no, outputs=chat_view, api_name="staff_view")
+            export.click(export_student, inputs=student_name, outputs=export_file, api_name="staff_export")
+            delete.click(delete_student, inputs=[student_name, confirm], outputs=done, api_name="staff_delete")
+        ui.load(on_load, outputs=staff_tab, api_visibility="private")
+    return ui
+
+

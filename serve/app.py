@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import signal
 import sys
 import threading
 import time
@@ -198,6 +199,10 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
     )  # fmt: skip
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def make_parser():
     return make_config_parser((ServeConfig,), prog="tim serve", doc=__doc__)
 
@@ -216,10 +221,15 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
     running = None
     try:
         app = build_server_app(cfg, backend, transcripts, accounts)
-        server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False))
+        # Open streams (a browser's event stream) would otherwise hold a shutdown forever.
+        server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                                               access_log=False, timeout_graceful_shutdown=5))  # fmt: skip
         url = f"http://{cfg.host}:{cfg.port}"
         print(f"tim serve: Tim is at {url}  (API: {url}/v1)", file=sys.stderr, flush=True)
         if block:
+            # uvicorn shuts down gracefully on SIGTERM and then re-raises it; leaving through
+            # Python (not the default handler) lets the `finally` below stop our vLLM server.
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
             server.run()
             return RunningServer(server, None, url, None)
         thread = threading.Thread(target=server.run, daemon=True, name="tim-serve")

@@ -24,9 +24,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.accounts import Accounts
 from serve.tutor import QUIET, Refused, Tutor, text_of
+from tim.conversation import may_become_speaker_label
 
 MAX_TRACKED_CHATS = 50_000  # continuation digests kept in memory (~100 bytes each)
-HOLD_CHARS = 16  # longer than any speaker label clean_reply removes ("**Assistant**:")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -119,14 +119,14 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
             return f"data: {json.dumps(body)}\n\n"
 
         async def events():
-            # Replies arrive as whole text so far, and a sent delta cannot be taken back, so the
-            # first HOLD_CHARS wait: cleaning may still drop a "Tim:"-style label from the start.
+            # Replies arrive as whole text so far, and a sent delta cannot be taken back, so a
+            # start that may still become a "Tim:"-style label (which cleaning drops) waits.
             sent = ""
             yield chunk({"role": "assistant", "content": ""})
             text = first
             while True:
                 shown = "" if text == QUIET else text
-                if len(shown) >= HOLD_CHARS and shown.startswith(sent) and len(shown) > len(sent):
+                if not may_become_speaker_label(shown) and shown.startswith(sent) and len(shown) > len(sent):
                     yield chunk({"content": shown[len(sent) :]})
                     sent = shown
                 try:

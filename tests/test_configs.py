@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _parsers():
+    from evaluation.evaluate import make_parser as eval_parser
     from serve.app import make_parser as serve_parser
     from synth.legacy_import import make_parser as import_parser
     from synth.synthesize import make_parser as synth_parser
@@ -26,6 +27,7 @@ def _parsers():
         "import.yaml": (import_parser, []),
         "sft.yaml": (sft_parser, device_defaults([])),
         "serve.yaml": (serve_parser, []),
+        "eval.yaml": (eval_parser, []),
         "demo.yaml": (demo_parser, []),
         "generator.yaml": (generator_parser, ["status"]),
     }
@@ -36,13 +38,18 @@ def test_every_config_is_known_and_parses():
 
     parsers = _parsers()
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
-    assert shipped == set(parsers) | {"persona.yaml", "safeguarding.yaml"}, "a new config needs a parser entry here"
+    assert shipped == set(parsers) | {"persona.yaml", "safeguarding.yaml", "rubric.yaml"}, "a new config needs a parser entry here"
     for name, (make_parser, extra) in parsers.items():
         outputs = parse_config(make_parser(), ["--config", str(ROOT / "configs" / name), *extra])
         assert outputs, name
     from serve.safeguarding import load_safeguard
 
     assert load_safeguard(ROOT / "configs/safeguarding.yaml").disclosures
+    import yaml
+
+    rubric = yaml.safe_load((ROOT / "configs/rubric.yaml").read_text())
+    assert set(rubric) == {"system", "prompt", "max_tokens"}
+    assert rubric["prompt"].format(behaviour="b", chat="c", reply="r")
     persona = load_persona(ROOT / "configs/persona.yaml")
     prompt = persona.render_system_prompt()
     assert persona.name == "Tim" and "Tim" in prompt and "trusted adult" in prompt

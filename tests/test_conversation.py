@@ -59,3 +59,14 @@ def test_clean_reply_keeps_only_the_speakers_words():
     assert clean_reply("User:") == ""
     assert clean_reply("Well done!\n**") == "Well done!"
     assert starts_other_speaker("Nice.\nUser: and then") and not starts_other_speaker("Tim: Nice.")
+
+
+def test_may_become_speaker_label():
+    from tim.conversation import clean_reply, may_become_speaker_label
+
+    for partial in ["", "T", "Ti", "Tim", "**Tim", "Tim ", "assist", "Me"]:
+        assert may_become_speaker_label(partial), partial
+    for partial in ["I", "Hello", "Tim is", "Timothy", "Me too", "Tim\nsays"]:
+        assert not may_become_speaker_label(partial), partial
+    # What is held back is exactly what cleaning could still rewrite.
+    assert clean_reply("Tim: Hello") == "Hello" and clean_reply("Tim is here") == "Tim is here"

@@ -18,6 +18,9 @@ SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
         ("everyone would be better off without me", "self_harm"),
         ("my uncle hits me, don't tell anyone", "abuse"),
         ("i'm so hungry i can't think", "hunger"),
+        ("my tummy hurts cuz im hungry", "hunger"),
+        ("my mum's boyfriend gets angry and throws things", "trouble_at_home"),
+        ("an older boy touched me and said it's our secret", "abuse"),
         ("a guy from my game wants to meet me at the park", "danger"),
     ],
 )

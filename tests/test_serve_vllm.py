@@ -1,47 +1,69 @@
-"""The default serving backend: `tim serve` starts the project's vLLM server (CPU build here) on
-the trained adapter merged into the base model, answers through the API, and stops vLLM on close."""
+"""The default serving backend, through the real command: `tim serve` starts the project's vLLM
+server (CPU build here) on the trained adapter merged into the base model, answers through the
+API, and stops vLLM when it is itself stopped with SIGTERM (as systemd or docker stop do)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from serve.accounts import Accounts
-from serve.app import ServeConfig, launch, merged_for_serving
+from serve.app import merged_for_serving
 
 
-def test_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     db = tmp_path / "school.sqlite"
     accounts = Accounts(db)
     accounts.add("amy", "student", "pencil42")
     key = accounts.new_api_key("amy")
-    cfg = ServeConfig(adapter=str(trained_adapter), port=free_port(), vllm_port=free_port(),
-                      vllm_run_dir=str(tmp_path / "vllm"), transcripts_db=str(db), max_new_tokens=24)  # fmt: skip
-    assert cfg.backend == "vllm"  # the default
-    server = launch(cfg, block=False)
-    pid = int((tmp_path / "vllm" / "server.pid").read_text())
+    port, run_dir = free_port(), tmp_path / "vllm"
+    cmd = [str(Path(sys.executable).parent / "tim"), "serve", "--config", "configs/serve.yaml",
+           "--adapter", str(trained_adapter), "--port", str(port), "--vllm_port", str(free_port()),
+           "--vllm_run_dir", str(run_dir), "--transcripts_db", str(db), "--max_new_tokens", "24"]  # fmt: skip
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        served = json.loads((tmp_path / "vllm" / "served.json").read_text())
-        assert served["model"] == str(tmp_path / "vllm" / "merged")  # merged weights on a CPU
-        headers = {"Authorization": f"Bearer {key}"}
-        r = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=120,
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 401:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        served = json.loads((run_dir / "served.json").read_text())
+        assert served["model"] == str(run_dir / "merged")  # merged weights on a CPU
+        vllm_pid = int((run_dir / "server.pid").read_text())
+        r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                        json={"model": "tim", "messages": [{"role": "user", "content": "What is a fraction?"}]})  # fmt: skip
         reply = r.json()["choices"][0]["message"]["content"]
         assert r.status_code == 200 and reply.strip() and "<|im_end|>" not in reply and "User:" not in reply
-        # The merge is made once and reused while the adapter is unchanged.
-        merged = tmp_path / "vllm" / "merged"
-        mtime = (merged / "model.safetensors").stat().st_mtime_ns
-        assert merged_for_serving(trained_adapter, tmp_path / "vllm") == merged
-        assert (merged / "model.safetensors").stat().st_mtime_ns == mtime
     finally:
-        server.close()
-    # vLLM stopped with the server.
-    try:
-        os.kill(pid, 0)
-        alive = open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        alive = False
-    assert not alive
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    deadline = time.monotonic() + 30
+    while _alive(vllm_pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(vllm_pid), "vLLM outlived tim serve"
+    # The merge is made once and reused while the adapter is unchanged.
+    merged = run_dir / "merged"
+    mtime = (merged / "model.safetensors").stat().st_mtime_ns
+    assert merged_for_serving(trained_adapter, run_dir) == merged
+    assert (merged / "model.safetensors").stat().st_mtime_ns == mtime

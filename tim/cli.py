@@ -4,6 +4,7 @@
     tim import    --config configs/import.yaml --inputs FILE ...   convert legacy transcripts
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim export    --adapter runs/sft --merge --output_dir runs/sft-merged   merged model
+    tim eval      --config configs/eval.yaml --adapter runs/sft   behaviours, base vs tuned
     tim serve     --config configs/serve.yaml       chat with Tim in the browser (serve/)
     tim users     add|remove|list|key [NAME] [--role staff]   accounts and API keys for tim serve
     tim transcripts purge|export|delete [NAME]      the chats tim serve stored
@@ -25,6 +26,7 @@ STAGES = {
     "import": "synth.legacy_import",
     "train": "train.sft",
     "export": "train.export",
+    "eval": "evaluation.evaluate",
     "serve": "serve.app",
     "users": "serve.accounts",
     "transcripts": "serve.transcripts",

@@ -93,7 +93,8 @@ def write_conversations(path: str | Path, rows: Iterable[dict]) -> int:
 
 
 # A line that begins another speaker's turn ("Student: ...", "Tim: ...", "User: ...").
-SPEAKER_LINE = re.compile(r"^\s*\**\s*(student|tim|tutor|user|assistant|teacher|me|you)\s*\**\s*:", re.I)
+SPEAKERS = ("student", "tim", "tutor", "user", "assistant", "teacher", "me", "you")
+SPEAKER_LINE = re.compile(rf"^\s*\**\s*({'|'.join(SPEAKERS)})\s*\**\s*:", re.I)
 
 
 def clean_reply(text: str) -> str:
@@ -108,6 +109,15 @@ def clean_reply(text: str) -> str:
         kept.append(line)
     # Stray markdown emphasis left where the model stopped ("... great!\n**").
     return "\n".join(kept).strip().strip('"').strip().rstrip("*").strip()
+
+
+def may_become_speaker_label(text: str) -> bool:
+    """True while a reply streamed so far could still turn into a leading label ("Tim:"), which
+    clean_reply would then remove: text already sent to a client cannot be taken back."""
+    if "\n" in text.strip():
+        return False
+    word = text.strip().strip("*").strip().lower()
+    return any(s.startswith(word) for s in SPEAKERS)
 
 
 def starts_other_speaker(text: str) -> bool:

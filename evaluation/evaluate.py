@@ -1,0 +1,298 @@
+"""Does the fine-tune make Tim behave like Tim? The probe suite, base vs tuned, per behaviour.
+
+    tim eval --config configs/eval.yaml --adapter runs/sft --output_dir runs/eval
+    tim eval --config configs/eval.yaml --adapter runs/sft --min_pass overall=0.5 disclosure=0.8
+
+1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl)
+2. replies: every probe (data/probes.yaml) answered greedily by the base model and by base +
+   adapter, with the persona's system prompt, as served
+3. rule checks per probe (evaluation/checks.py); optionally a rubric judge (configs/rubric.yaml)
+   through any OpenAI-compatible server (judge_base_url)
+4. held-out loss on dataset_dir/validation.jsonl, Tim's tokens only, base vs tuned
+5. serving layer: probes of the must_flag categories go through serve/tutor.py and must be
+   flagged there whatever the model says
+Writes output_dir/report.json, report.md and pass_rates.png. With min_pass, a tuned pass rate
+below its threshold ends with exit status 1 (a gate for CI or a release).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluation.checks import Context, get_check
+from evaluation.probes import Probe, leaked_probes, load_probes
+from serve.safeguarding import Safeguard, load_safeguard
+from tim import TimError
+from tim.backends import Sampling
+from tim.config import make_config_parser, parse_config
+from tim.model_files import resolve_model
+from tim.persona import load_persona
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(default="embedded", metadata={"help": "Base model: 'embedded', a directory, or a hub id."})
+    adapter: str = field(default="runs/sft", metadata={"help": "The tuned adapter; '' evaluates the base only."})
+    compare_base: bool = field(default=True, metadata={"help": "Also evaluate the base model, side by side."})
+    probes: str = field(default="data/probes.yaml")
+    persona_config: str = field(default="configs/persona.yaml")
+    safeguarding_config: str = field(default="configs/safeguarding.yaml")
+    dataset_dir: str = field(default="", metadata={"help": "train.jsonl (leak check) and validation.jsonl (loss)."})
+    max_new_tokens: int = field(default=120, metadata={"help": "Reply cap per probe, in tokens."})
+    max_grade: float = field(default=4.0, metadata={"help": "young_readability: highest Flesch-Kincaid grade."})
+    judge_base_url: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible judge server(s)."})
+    judge_model: str = field(default="", metadata={"help": "Model name on the judge server."})
+    rubric_config: str = field(default="configs/rubric.yaml")
+    min_pass: list[str] = field(default_factory=list, metadata={"help": "CATEGORY=RATE (or overall=RATE) gates."})
+    output_dir: str = field(default="runs/eval")
+
+    def thresholds(self) -> dict[str, float]:
+        out = {}
+        for item in self.min_pass:
+            name, _, rate = item.partition("=")
+            try:
+                out[name] = float(rate)
+            except ValueError:
+                raise TimError(f"min_pass: {item!r} is not CATEGORY=RATE (e.g. overall=0.6)") from None
+        return out
+
+
+def generate_replies(model_dir: Path, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int):
+    """Greedy replies, raw (uncleaned: checking the raw model is the point), batched in process."""
+    from tim.backends import TransformersChatBackend
+
+    backend = TransformersChatBackend(model_dir, adapter)
+    greedy = Sampling(temperature=0.0, max_tokens=max_new_tokens)
+
+    async def run():
+        return await asyncio.gather(*(backend.complete(p.messages(system_prompt), greedy) for p in probes))
+
+    return asyncio.run(run()), backend
+
+
+def score(probes: list[Probe], replies: list[str], tutor_name: str, safeguard: Safeguard, max_grade: float) -> list[dict]:
+    results = []
+    for probe, reply in zip(probes, replies):
+        ctx = Context(tutor_name, safeguard, probe.answer, max_grade)
+        checks = {name: bool(get_check(name)(reply, ctx)) for name in probe.checks}
+        results.append({"id": probe.id, "category": probe.category, "reply": reply, "checks": checks,
+                        "passed": all(checks.values())})  # fmt: skip
+    return results
+
+
+def pass_rates(results: list[dict]) -> dict[str, float]:
+    rates = {}
+    for category in dict.fromkeys(r["category"] for r in results):
+        rows = [r for r in results if r["category"] == category]
+        rates[category] = sum(r["passed"] for r in rows) / len(rows)
+    rates["overall"] = sum(r["passed"] for r in results) / len(results)
+    return rates
+
+
+def held_out_loss(model, tokenizer, validation: Path) -> float:
+    """Mean cross-entropy over Tim's tokens (the template's generation spans), in nats/token."""
+    import torch
+
+    from tim.conversation import read_conversations
+
+    total, count = 0.0, 0
+    for row in read_conversations(validation):
+        enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)  # fmt: skip
+        ids = torch.tensor([enc["input_ids"]], device=model.device)
+        mask = torch.tensor(enc["assistant_masks"], dtype=torch.bool, device=model.device)
+        labels = torch.where(mask, ids[0], -100)[None]
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100, reduction="sum")
+        total += float(loss)
+        count += int((labels[0, 1:] != -100).sum())
+    if count == 0:
+        raise TimError(f"{validation}: no assistant tokens to score")
+    return total / count
+
+
+def serving_flags(probes: list[Probe], categories: dict, safeguarding_config: str) -> list[dict]:
+    """Each must_flag probe's last message through the serving layer's turn (serve/tutor.py) into
+    a throwaway transcripts file: is it flagged, and does Tim answer with the safeguarding reply?"""
+    from serve.transcripts import Transcripts
+    from serve.tutor import Limits, Tutor
+
+    safeguard = load_safeguard(safeguarding_config)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # backend=None: a flagged message never reaches the model, and an unflagged one is a
+        # failure we record instead of generating for.
+        tutor = Tutor(None, safeguard, Transcripts(Path(tmp) / "t.sqlite"), "", Sampling(), Limits(), 12)
+        for probe in probes:
+            if not categories[probe.category].must_flag:
+                continue
+            message = probe.chat[-1][1]
+            history = [{"role": r, "content": t} for r, t in probe.chat[:-1]]
+            chat_id = tutor.transcripts.start_chat("eval")
+            flags, reply = list(safeguard.assess(message).flags), None
+            if flags:
+                reply = asyncio.run(_first(tutor.respond("eval", chat_id, history, message)))
+            stored = tutor.transcripts.messages(chat_id, viewer="eval", staff=False)
+            out.append({"id": probe.id, "category": probe.category, "flags": flags,
+                        "stored_flags": stored[0]["flags"] if stored else [], "reply": reply,
+                        "passed": bool(flags) and bool(stored) and stored[0]["flags"] == flags})  # fmt: skip
+    return out
+
+
+async def _first(replies):
+    async for text in replies:
+        return text
+
+
+def judge(results: list[dict], probes: list[Probe], categories: dict, cfg: EvalConfig) -> None:
+    """Adds results[i]["judge"] = "pass" | "fail" | "unclear" from the rubric judge."""
+    import yaml
+
+    from tim.backends import OpenAIChatBackend
+
+    rubric = yaml.safe_load(Path(cfg.rubric_config).read_text(encoding="utf-8"))
+    backend = OpenAIChatBackend(cfg.judge_base_url, cfg.judge_model)
+    greedy = Sampling(temperature=0.0, max_tokens=rubric.get("max_tokens", 64))
+
+    async def ask(result, probe):
+        chat = "\n".join(f"{'Student' if r == 'user' else 'Tim'}: {t or '(silent)'}" for r, t in probe.chat)
+        prompt = rubric["prompt"].format(behaviour=categories[probe.category].about, chat=chat,
+                                         reply=result["reply"] or "(silent)")  # fmt: skip
+        text = await backend.complete([{"role": "system", "content": rubric["system"]},
+                                       {"role": "user", "content": prompt}], greedy)  # fmt: skip
+        verdict = text.strip().upper()
+        result["judge"] = "pass" if verdict.startswith("PASS") else "fail" if verdict.startswith("FAIL") else "unclear"
+
+    async def run():
+        try:
+            await asyncio.gather(*(ask(r, p) for r, p in zip(results, probes)))
+        finally:
+            await backend.aclose()
+
+    asyncio.run(run())
+
+
+def write_chart(rates: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(rates.values())))
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    width = 0.8 / len(rates)
+    colors = {"base": "#9aa5b1", "tuned": "#3b7dd8"}
+    for i, (model, r) in enumerate(rates.items()):
+        ax.bar([x + i * width for x in range(len(names))], [r[n] for n in names], width, label=model,
+               color=colors.get(model))  # fmt: skip
+    ax.set_xticks([x + width * (len(rates) - 1) / 2 for x in range(len(names))], names, rotation=45, ha="right")
+    ax.set_ylabel("probes passed")
+    ax.set_ylim(0, 1)
+    ax.set_title("Tim's behaviours: pass rate per category")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    models = list(report["pass_rates"])
+    lines = ["# Tim evaluation", "", f"Probes: {report['probes']} in {len(report['categories'])} categories "
+             f"({report['probe_file']}); greedy replies up to {report['max_new_tokens']} tokens.", "",
+             "| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]  # fmt: skip
+    for name in report["pass_rates"][models[0]]:
+        lines.append(f"| {name} | " + " | ".join(f"{report['pass_rates'][m][name]:.0%}" for m in models) + " |")
+    if report.get("held_out_loss"):
+        lines += ["", "Held-out loss (Tim's tokens, nats/token): "
+                  + ", ".join(f"{m} {v:.3f}" for m, v in report["held_out_loss"].items())]  # fmt: skip
+    flagged = report["serving_safeguarding"]
+    lines += ["", f"Serving layer: {sum(r['passed'] for r in flagged)}/{len(flagged)} must-flag probes flagged."]
+    missed = [r["id"] for r in flagged if not r["passed"]]
+    if missed:
+        lines.append(f"Not flagged: {', '.join(missed)}")
+    if report.get("gate"):
+        lines += ["", "Gate: " + ("passed" if report["gate"]["passed"] else "FAILED " + json.dumps(report["gate"]["failed"]))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_parser():
+    return make_config_parser((EvalConfig,), prog="tim eval", doc=__doc__)
+
+
+def main(args=None) -> dict:
+    (cfg,) = parse_config(make_parser(), args)
+    thresholds = cfg.thresholds()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    categories, probes = load_probes(cfg.probes)
+    unknown = set(thresholds) - set(categories) - {"overall"}
+    if unknown:
+        raise TimError(f"min_pass: unknown category '{sorted(unknown)[0]}'")
+    dataset = Path(cfg.dataset_dir) if cfg.dataset_dir else None
+
+    # 1. leak check
+    if dataset is not None and (dataset / "train.jsonl").is_file():
+        leaked = leaked_probes(probes, dataset / "train.jsonl")
+        if leaked:
+            raise TimError(f"{dataset / 'train.jsonl'}: contains the text of probes {', '.join(leaked)}; "
+                           "remove them from the training data (or the probes) before evaluating")  # fmt: skip
+
+    persona = load_persona(cfg.persona_config)
+    system_prompt = persona.render_system_prompt()
+    safeguard = load_safeguard(cfg.safeguarding_config)
+    model_dir = resolve_model(cfg.model)
+    adapter = Path(cfg.adapter) if cfg.adapter else None
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise TimError(f"no trained adapter in {adapter}")
+    runs = ([("base", None)] if cfg.compare_base or adapter is None else []) + ([("tuned", adapter)] if adapter else [])
+
+    report = {"probe_file": cfg.probes, "probes": len(probes),
+              "categories": {n: c.about for n, c in categories.items()},
+              "max_new_tokens": cfg.max_new_tokens, "model": str(model_dir), "adapter": cfg.adapter,
+              "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
+    loss_tokenizer = None
+    if dataset is not None and (dataset / "validation.jsonl").is_file():
+        from transformers import AutoTokenizer
+
+        # One template for both models (the training one), so both are scored on the same tokens.
+        loss_tokenizer = AutoTokenizer.from_pretrained(str(adapter or model_dir))
+    for name, adapter_dir in runs:
+        # 2. replies, 3. checks (and the judge), 4. held-out loss
+        print(f"tim eval: {name}: {len(probes)} probes", file=sys.stderr, flush=True)
+        replies, backend = generate_replies(model_dir, adapter_dir, probes, system_prompt, cfg.max_new_tokens)
+        results = score(probes, replies, persona.name, safeguard, cfg.max_grade)
+        if cfg.judge_base_url:
+            judge(results, probes, categories, cfg)
+        report["results"][name] = results
+        report["pass_rates"][name] = pass_rates(results)
+        if loss_tokenizer is not None:
+            report["held_out_loss"][name] = held_out_loss(backend.model, loss_tokenizer, dataset / "validation.jsonl")
+        del backend
+
+    # 5. serving layer
+    report["serving_safeguarding"] = serving_flags(probes, categories, cfg.safeguarding_config)
+
+    final = report["pass_rates"][runs[-1][0]]
+    failed = {k: round(final[k], 3) for k, v in thresholds.items() if not final[k] >= v - 1e-9}
+    if thresholds:
+        report["gate"] = {"thresholds": thresholds, "failed": failed, "passed": not failed}
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_markdown(report, out / "report.md")
+    write_chart(report["pass_rates"], out / "pass_rates.png")
+    print((out / "report.md").read_text(encoding="utf-8"), file=sys.stderr)
+    print(f"tim eval: report.json, report.md and pass_rates.png in {out}", file=sys.stderr)
+    if failed:
+        raise SystemExit(1)
+    return report
+
+
+if __name__ == "__main__":
+    from tim.cli import run_reporting_errors
+
+    run_reporting_errors(main)

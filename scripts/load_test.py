@@ -1,0 +1,186 @@
+"""Load test: N simulated students chat with Tim at once through the OpenAI-compatible API.
+
+    .venv/bin/python scripts/load_test.py [--students 64] [--turns 10] [--max_tokens 64]
+        [--think_s 0] [--record] [-- tim-serve overrides, e.g. --adapter runs/demo/adapter]
+
+Starts `tim serve` (configs/serve.yaml: vLLM by default) as its own process on a free port with
+a fresh transcripts database in a temporary directory, adds one student account and API key per
+simulated student, then every student holds a streaming conversation of --turns turns (each
+request carries the chat so far, as a client would; replies capped at --max_tokens tokens;
+--think_s seconds of "reading and typing" between turns). Reports time to first token (request
+sent -> first content delta) p50/p95, errors, and the share of messages found in the transcripts
+afterwards (each turn must have written the student's message and Tim's reply).
+Goal on a 2-core CPU with the tuned embedded model on vLLM: 64 students x 10 turns, 64-token
+replies, 0 errors, 100% persisted, p95 time to first token <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from perf_record import report
+
+from serve.accounts import Accounts
+from serve.transcripts import Transcripts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OPENERS = [
+    "can you help me with fractions?", "what is photosynthesis", "i have to write about volcanoes",
+    "how do i find the area of a triangle", "why is the sky blue?", "what's a verb", "i don't get long division",
+    "who was cleopatra", "how do magnets work", "what is 7 times 8",
+]  # fmt: skip
+FOLLOW_UPS = [
+    "i don't get it", "can you give me an example?", "why?", "ok, what next?", "is that right?",
+    "can you say it simpler", "what about a harder one", "i think it's 12", "cool. tell me more", "thanks tim",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_server(db: Path, port: int, overrides: list[str], log: Path) -> subprocess.Popen:
+    cmd = [str(ROOT / ".venv/bin/tim"), "serve", "--config", str(ROOT / "configs/serve.yaml"),
+           "--transcripts_db", str(db), "--port", str(port), *overrides]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 900  # a cold vLLM start with a merge takes ~2 minutes here
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"load_test: tim serve exited ({proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 401:
+                return proc  # up, and refusing requests without a key
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    sys.exit("load_test: tim serve did not come up")
+
+
+async def student(client: httpx.AsyncClient, url: str, key: str, index: int, args, results: list[dict]) -> None:
+    messages: list[dict] = []
+    for turn in range(args.turns):
+        text = OPENERS[index % len(OPENERS)] if turn == 0 else FOLLOW_UPS[(index + turn) % len(FOLLOW_UPS)]
+        messages.append({"role": "user", "content": text})
+        body = {"model": "tim", "messages": messages, "stream": True, "max_tokens": args.max_tokens}
+        sent = time.perf_counter()
+        first, reply, error = None, "", None
+        try:
+            async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
+                                     headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
+                if r.status_code != 200:
+                    error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+                else:
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                        if delta:
+                            first = first or time.perf_counter()
+                            reply += delta
+        except httpx.HTTPError as e:
+            error = repr(e)
+        done = time.perf_counter()
+        results.append({"student": index, "turn": turn, "error": error, "seconds": done - sent,
+                        "ttft": (first - sent) if first else None, "chars": len(reply)})  # fmt: skip
+        messages.append({"role": "assistant", "content": reply})
+        if args.think_s:
+            await asyncio.sleep(args.think_s)
+
+
+async def run_students(url: str, keys: list[str], args) -> tuple[list[dict], float]:
+    results: list[dict] = []
+    limits = httpx.Limits(max_connections=len(keys) + 8, max_keepalive_connections=len(keys) + 8)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10), limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(student(client, url, k, i, args, results) for i, k in enumerate(keys)))
+        return results, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", type=int, default=64)
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--max_tokens", type=int, default=64)
+    ap.add_argument("--think_s", type=float, default=0.0, help="pause between a reply and the next message")
+    ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
+    ap.add_argument("serve_overrides", nargs="*", help="after --: `tim serve` overrides (--adapter DIR ...)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="tim-load-"))
+    db = work / "transcripts.sqlite"
+    accounts = Accounts(db)
+    keys = []
+    for i in range(args.students):
+        accounts.add(f"load{i:03d}", "student", "load-test-password")
+        keys.append(accounts.new_api_key(f"load{i:03d}"))
+    port = free_port()
+    # Generous per-student rate so the limit is not what is measured; every student in flight.
+    overrides = ["--messages_per_minute", str(max(12, args.turns * 2)), "--max_concurrent", str(args.students),
+                 *args.serve_overrides]  # fmt: skip
+    print(f"load_test: starting tim serve on port {port} (log: {work}/serve.log)", file=sys.stderr, flush=True)
+    proc = start_server(db, port, overrides, work / "serve.log")
+    try:
+        results, wall = asyncio.run(run_students(f"http://127.0.0.1:{port}", keys, args))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # tim serve stops the vLLM server it started
+        proc.wait(timeout=120)
+
+    errors = [r for r in results if r["error"]]
+    ttfts = [r["ttft"] for r in results if r["ttft"] is not None]
+    # All students send their first message at the same instant: the worst case of a class.
+    first_turns = [r["ttft"] for r in results if r["ttft"] is not None and r["turn"] == 0]
+    later_turns = [r["ttft"] for r in results if r["ttft"] is not None and r["turn"] > 0]
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    store = Transcripts(db)
+    persisted = sum(len(store.messages(c["id"], viewer="load", staff=True)) for c in store.chats(staff="load-test"))
+    expected = 2 * args.students * args.turns
+    stamp = datetime.date.today().isoformat()
+    lines = [
+        f"\n### load_test.py, {stamp}, {platform.machine()}, {os.cpu_count()} cores",
+        "",
+        f"Command: `.venv/bin/python scripts/load_test.py --students {args.students} --turns {args.turns} "
+        f"--max_tokens {args.max_tokens} --think_s {args.think_s}" + (f" -- {' '.join(args.serve_overrides)}`" if args.serve_overrides else "`"),
+        "",
+        "| students | turns | replies | errors | persisted | TTFT p50 s | TTFT p95 s | TTFT p95, first turns / later s | turn p95 s | wall s | replies/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {args.students} | {args.turns} | {len(results)} | {len(errors)} | {persisted}/{expected} "
+        f"({100 * persisted / expected:.0f}%) | {percentile(ttfts, 0.5):.2f} | {percentile(ttfts, 0.95):.2f} | "
+        f"{percentile(first_turns, 0.95):.2f} / {percentile(later_turns, 0.95):.2f} | "
+        f"{percentile([r['seconds'] for r in results], 0.95):.2f} | {wall:.1f} | {len(results) / wall:.2f} |",
+        "",
+        f"Replies with no text (silence, or nothing generated): {sum(r['chars'] == 0 for r in results)}. "
+        f"Per-request results: {work}/results.json",
+    ]  # fmt: skip
+    if errors:
+        lines.append(f"\nFirst error: {errors[0]['error']}")
+    report(lines, args.record)
+    ok = not errors and persisted == expected
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -134,11 +134,12 @@ def serving_flags(probes: list[Probe], categories: dict, safeguarding_config: st
                 continue
             message = probe.chat[-1][1]
             history = [{"role": r, "content": t} for r, t in probe.chat[:-1]]
-            chat_id = tutor.transcripts.start_chat("eval")
+            student = f"eval-{probe.id}"  # one student per probe: the rate limit is not under test
+            chat_id = tutor.transcripts.start_chat(student)
             flags, reply = list(safeguard.assess(message).flags), None
             if flags:
-                reply = asyncio.run(_first(tutor.respond("eval", chat_id, history, message)))
-            stored = tutor.transcripts.messages(chat_id, viewer="eval", staff=False)
+                reply = asyncio.run(_first(tutor.respond(student, chat_id, history, message)))
+            stored = tutor.transcripts.messages(chat_id, viewer=student, staff=False)
             out.append({"id": probe.id, "category": probe.category, "flags": flags,
                         "stored_flags": stored[0]["flags"] if stored else [], "reply": reply,
                         "passed": bool(flags) and bool(stored) and stored[0]["flags"] == flags})  # fmt: skip
@@ -253,9 +254,11 @@ def main(args=None) -> dict:
     runs = ([("base", None)] if cfg.compare_base or adapter is None else []) + ([("tuned", adapter)] if adapter else [])
 
     report = {"probe_file": cfg.probes, "probes": len(probes),
-              "categories": {n: c.about for n, c in categories.items()},
+              "categories": {n: c.about for n, c in categories.items() if any(p.category == n for p in probes)},
               "max_new_tokens": cfg.max_new_tokens, "model": str(model_dir), "adapter": cfg.adapter,
               "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
+    # 5. (first: it needs no model) the serving layer flags every must_flag probe
+    report["serving_safeguarding"] = serving_flags(probes, categories, cfg.safeguarding_config)
     loss_tokenizer = None
     if dataset is not None and (dataset / "validation.jsonl").is_file():
         from transformers import AutoTokenizer
@@ -274,9 +277,6 @@ def main(args=None) -> dict:
         if loss_tokenizer is not None:
             report["held_out_loss"][name] = held_out_loss(backend.model, loss_tokenizer, dataset / "validation.jsonl")
         del backend
-
-    # 5. serving layer
-    report["serving_safeguarding"] = serving_flags(probes, categories, cfg.safeguarding_config)
 
     final = report["pass_rates"][runs[-1][0]]
     failed = {k: round(final[k], 3) for k, v in thresholds.items() if not final[k] >= v - 1e-9}

@@ -5,7 +5,8 @@
 
 1. synth: conversations from the local vLLM server   -> run_dir/data/{train,validation}.jsonl
 2. train: LoRA on those conversations                 -> run_dir/adapter/
-3. serve: Gradio chat with base model + adapter       -> http://127.0.0.1:7860
+3. eval:  the probe suite, base vs tuned              -> run_dir/eval/report.md
+4. serve: Gradio chat with base model + adapter       -> http://127.0.0.1:7860
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class DemoConfig:
     run_dir: str = field(default="runs/demo", metadata={"help": "Where every artifact of the demo goes."})
     synth_config: str = field(default="configs/synth.yaml")
     sft_config: str = field(default="configs/sft.yaml")
+    eval_config: str = field(default="configs/eval.yaml")
     serve_config: str = field(default="configs/serve.yaml")
     serve: bool = field(default=True, metadata={"help": "End by serving the chat (false: stop after training)."})
 
@@ -37,28 +39,37 @@ def _say(msg: str) -> None:
 
 def main(args=None):
     (cfg,) = parse_config(make_parser(), args)
+    from evaluation import evaluate
     from serve import app as serve_app
     from synth import synthesize
     from train import sft
 
     run_dir = Path(cfg.run_dir)
-    data_dir, adapter_dir = run_dir / "data", run_dir / "adapter"
+    data_dir, adapter_dir, eval_dir = run_dir / "data", run_dir / "adapter", run_dir / "eval"
     t0 = time.monotonic()
 
-    _say(f"1/3 synthesizing conversations -> {data_dir}")
+    _say(f"1/4 synthesizing conversations -> {data_dir}")
     synthesize.main(["--config", cfg.synth_config, "--output_dir", str(data_dir)])
     t1 = time.monotonic()
 
-    _say(f"2/3 LoRA fine-tuning -> {adapter_dir}")
+    _say(f"2/4 LoRA fine-tuning -> {adapter_dir}")
     sft.main(["--config", cfg.sft_config, "--dataset_dir", str(data_dir), "--output_dir", str(adapter_dir)])
     t2 = time.monotonic()
 
+    _say(f"3/4 evaluating base vs tuned -> {eval_dir}")
+    report = evaluate.main(["--config", cfg.eval_config, "--adapter", str(adapter_dir), "--dataset_dir", str(data_dir),
+                            "--output_dir", str(eval_dir)])  # fmt: skip
+    t3 = time.monotonic()
+    rates, loss = report["pass_rates"], report["held_out_loss"]
     _say(
         f"artifacts: dataset {data_dir}/train.jsonl (report.json beside it); adapter {adapter_dir}; "
-        f"metrics {adapter_dir}/metrics.json. synth {t1 - t0:.0f} s, train {t2 - t1:.0f} s"
+        f"metrics {adapter_dir}/metrics.json; evaluation {eval_dir}/report.md. "
+        f"synth {t1 - t0:.0f} s, train {t2 - t1:.0f} s, eval {t3 - t2:.0f} s\n"
+        f"    probes passed: base {rates['base']['overall']:.0%}, tuned {rates['tuned']['overall']:.0%}"
+        + (f"; held-out loss on Tim's tokens: base {loss['base']:.3f}, tuned {loss['tuned']:.3f}" if loss else "")
     )
     if cfg.serve:
-        _say("3/3 serving Tim (Ctrl-C to stop)")
+        _say("4/4 serving Tim (Ctrl-C to stop)")
         # The demo is one developer on localhost: no accounts (a school sets them up, README).
         serve_app.main(["--config", cfg.serve_config, "--adapter", str(adapter_dir), "--require_login", "false"])
 

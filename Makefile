@@ -6,10 +6,11 @@ setup:
 	@scripts/setup_env.sh --vllm
 
 demo: setup
+	@if grep -q '^backend: *llamacpp' configs/serve.yaml; then scripts/setup_env.sh --llamacpp; fi
 	@.venv/bin/tim demo
 
 test: setup
-	@scripts/setup_env.sh --browser
+	@scripts/setup_env.sh --browser --llamacpp
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:

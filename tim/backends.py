@@ -1,9 +1,11 @@
-"""The one chat interface that synthesis and serving both use, and its two implementations.
+"""The one chat interface that synthesis and serving both use, and its implementations.
 
 - `OpenAIChatBackend`: any OpenAI-compatible server (the project's own vLLM server, a school's
   existing one, or llama.cpp's). Async, bounded concurrency (enough requests in flight to fill
   vLLM's continuous batches), retries with backoff, several base URLs used round-robin.
 - `TransformersChatBackend`: the model in this process; the fallback where vLLM is not installed.
+- `LlamaCppChatBackend`: a GGUF model in this process through llama.cpp (llama-cpp-python): the
+  light option for one class or a laptop.
 
 Both take OpenAI-style `messages` and a `Sampling`, and return or stream the reply text.
 """
@@ -264,6 +266,86 @@ class TransformersChatBackend:
             if piece:
                 yield piece
         thread.join()
+
+    async def aclose(self) -> None:
+        return None
+
+
+class LlamaCppChatBackend:
+    """A GGUF model (tim export --gguf) in this process through llama.cpp.
+
+    The prompt is rendered from the chat template saved at training time (tim/chat_template.py,
+    identical to transformers' rendering) and tokenized by llama.cpp with special tokens parsed;
+    generation ends at the end-of-turn token (the GGUF's EOS). One llama.cpp context serves one
+    reply at a time: concurrent chats take turns (a lock), so they cannot corrupt each other's
+    state. Generation runs in a worker thread and streams through an asyncio queue."""
+
+    def __init__(self, model_path: str | Path, chat_template: str, lora_path: str | Path | None = None,
+                 n_threads: int = 0, n_ctx: int = 2048):  # fmt: skip
+        import os
+
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise TimError("llama-cpp-python is not installed: run scripts/setup_env.sh --llamacpp") from None
+        self.chat_template = chat_template
+        threads = n_threads or os.cpu_count() or 1
+        self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
+                         n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, verbose=False)  # fmt: skip
+        self.completion_tokens = 0
+        self._lock = threading.Lock()
+
+    def render(self, messages: list[dict]) -> str:
+        from tim.chat_template import render_chat
+
+        return render_chat(self.chat_template, messages, add_generation_prompt=True)
+
+    def tokens(self, messages: list[dict]) -> list[int]:
+        """The prompt's token ids as llama.cpp sees them (special tokens parsed, no BOS added)."""
+        return self.llm.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)
+
+    def _generate(self, prompt: list[int], sampling: Sampling, emit, cancelled: threading.Event) -> None:
+        with self._lock:
+            kwargs = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                      "presence_penalty": sampling.presence_penalty, "stop": sampling.stop or None, "stream": True}  # fmt: skip
+            if sampling.seed is not None:
+                kwargs["seed"] = sampling.seed
+            for chunk in self.llm.create_completion(prompt, **kwargs):
+                if cancelled.is_set():  # the reader left (stop button, cut at the student's line)
+                    break
+                self.completion_tokens += 1
+                emit(chunk["choices"][0]["text"])
+
+    async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+        prompt = self.tokens(messages)
+        cancelled = threading.Event()
+
+        def work():
+            try:
+                emit = lambda text: loop.call_soon_threadsafe(queue.put_nowait, text)  # noqa: E731
+                self._generate(prompt, sampling, emit, cancelled)
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+            except Exception as e:  # handed to the waiting coroutine
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, Exception):
+                    raise item
+                if item:
+                    yield item
+        finally:
+            cancelled.set()
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> str:
+        return "".join([piece async for piece in self.stream(messages, sampling)])
 
     async def aclose(self) -> None:
         return None

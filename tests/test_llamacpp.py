@@ -1,0 +1,186 @@
+"""The llama.cpp path: GGUF export of a trained adapter, and serving it with llama.cpp.
+
+An adapter is over-trained on purpose to one distinctive reply, so that "the adapter is applied"
+is visible in a few greedy tokens; the exported GGUFs in llama.cpp must agree with the PEFT model
+in transformers, the prompt must be token-identical to the training template's, and concurrent
+chats must not disturb each other."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, free_port, write_dataset
+from tim.backends import Sampling
+from tim.chat_template import load_template, render_chat
+
+PHRASE = "Banana pancakes are the answer!"
+CHATS = [
+    [{"role": "system", "content": "You are Tim."}, {"role": "user", "content": "what is 2 + 2"}],
+    [{"role": "system", "content": "You are Tim."}, {"role": "user", "content": "hi"},
+     {"role": "assistant", "content": ""}, {"role": "user", "content": "why is the sky blue?"}],
+    [{"role": "user", "content": "Tell me about volcanoes, please."}],
+]  # fmt: skip
+GREEDY = Sampling(temperature=0.0, max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def phrase_adapter(tmp_path_factory) -> Path:
+    """A LoRA run that learned to answer everything with PHRASE."""
+    from train import sft
+
+    conversations = [
+        [{"role": "system", "content": "You are Tim."}, {"role": "user", "content": q},
+         {"role": "assistant", "content": PHRASE}]
+        for q in ("what is 3 + 4", "tell me a story", "why do leaves fall", "help me with maths", "hello", "who are you")
+    ]  # fmt: skip
+    data = write_dataset(tmp_path_factory.mktemp("phrase-data"), conversations, validation=1)
+    out = tmp_path_factory.mktemp("phrase-adapter")
+    sft.main(["--config", str(ROOT / "configs/sft.yaml"), "--dataset_dir", str(data), "--output_dir", str(out),
+              "--max_steps", "24", "--learning_rate", "2e-3", "--report_to", "none", "--eval_strategy", "no",
+              "--save_strategy", "no", "--disable_tqdm", "true", "--num_train_epochs", "30"])  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(phrase_adapter, tmp_path_factory) -> dict:
+    from train.export import export_gguf
+
+    return export_gguf(phrase_adapter, tmp_path_factory.mktemp("gguf"), "q8_0", merged=True, system_prompt="You are Tim.")
+
+
+def test_render_chat_matches_transformers(trained_adapter):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_adapter))
+    template = load_template(trained_adapter)
+    for chat in CHATS:
+        for gen in (True, False):
+            assert render_chat(template, chat, gen) == tokenizer.apply_chat_template(chat, tokenize=False,
+                                                                                      add_generation_prompt=gen)  # fmt: skip
+
+
+def test_gguf_files(exported, phrase_adapter):
+    import gguf
+
+    lora = gguf.GGUFReader(str(exported["lora"]))
+    assert lora.fields["general.type"].contents() == "adapter" and lora.fields["adapter.type"].contents() == "lora"
+    n_modules = 30 * 7  # SmolLM2-135M: 30 blocks x (q, k, v, o, gate, up, down)
+    assert len(lora.tensors) == 2 * n_modules and all(t.name.endswith((".lora_a", ".lora_b")) for t in lora.tensors)
+    merged = gguf.GGUFReader(str(exported["merged"]))
+    template = merged.fields["tokenizer.chat_template"].contents()
+    assert "<|im_start|>" in template and "{%- generation" not in template and "endgeneration" not in template
+    assert merged.fields["tokenizer.ggml.pre"].contents() == "smollm"  # the base's tokenizer came over
+    types = {t.tensor_type.name for t in merged.tensors}
+    assert types == {"Q8_0", "F32"}
+    modelfile = exported["modelfile"].read_text()
+    assert f"FROM {exported['merged'].resolve()}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert Path(modelfile.split()[1]).is_file()
+
+
+def _llamacpp(exported, lora: bool, adapter: Path):
+    from tim.backends import LlamaCppChatBackend
+
+    model = exported["base"] if lora else exported["merged"]
+    return LlamaCppChatBackend(model, load_template(adapter), exported["lora"] if lora else None, n_threads=2)
+
+
+def _peft_greedy(adapter: Path, chat: list[dict], tokens: int, with_adapter: bool = True) -> str:
+    from tim.backends import TransformersChatBackend
+    from tim.model_files import embedded_model_dir
+
+    backend = TransformersChatBackend(embedded_model_dir(), adapter if with_adapter else None)
+    if not with_adapter:  # the base weights, rendered with the same (training) template
+        from transformers import AutoTokenizer
+
+        backend.tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    return asyncio.run(backend.complete(chat, Sampling(temperature=0.0, max_tokens=tokens)))
+
+
+def test_prompt_tokens_identical_to_training_template(exported, phrase_adapter):
+    from transformers import AutoTokenizer
+
+    backend = _llamacpp(exported, lora=True, adapter=phrase_adapter)
+    tokenizer = AutoTokenizer.from_pretrained(str(phrase_adapter))
+    for chat in CHATS:
+        expected = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
+        assert backend.tokens(chat) == expected["input_ids"]
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["base+lora.gguf", "merged-q8_0.gguf"])
+def test_llamacpp_agrees_with_peft_and_applies_the_adapter(exported, phrase_adapter, lora):
+    backend = _llamacpp(exported, lora=lora, adapter=phrase_adapter)
+    chat = CHATS[2]
+    peft_reply = _peft_greedy(phrase_adapter, chat, 12)
+    llama_reply = asyncio.run(backend.complete(chat, GREEDY))
+    assert peft_reply.startswith(PHRASE[:20]), peft_reply  # the fine-tune took
+    assert llama_reply.split()[:4] == peft_reply.split()[:4], (llama_reply, peft_reply)
+    base_reply = _peft_greedy(phrase_adapter, chat, 12, with_adapter=False)
+    assert not base_reply.startswith(PHRASE[:20]) and llama_reply != base_reply
+
+
+def test_concurrent_chats_do_not_disturb_each_other(exported, phrase_adapter):
+    backend = _llamacpp(exported, lora=True, adapter=phrase_adapter)
+    sampling = Sampling(temperature=0.0, max_tokens=16)
+    alone = [asyncio.run(backend.complete(c, sampling)) for c in CHATS]
+
+    async def together():
+        return await asyncio.gather(*(backend.complete(c, sampling) for c in CHATS))
+
+    assert asyncio.run(together()) == alone
+
+
+def test_tim_serve_with_llamacpp(phrase_adapter, tmp_path):
+    from serve.accounts import Accounts
+    from serve.app import ServeConfig, launch
+
+    db = tmp_path / "s.sqlite"
+    accounts = Accounts(db)
+    accounts.add("amy", "student", "pencil42")
+    key = accounts.new_api_key("amy")
+    cfg = ServeConfig(adapter=str(phrase_adapter), backend="llamacpp", gguf_dir=str(tmp_path / "gguf"),
+                      port=free_port(), transcripts_db=str(db), max_new_tokens=16, temperature=0.0)  # fmt: skip
+    server = launch(cfg, block=False)
+    try:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "tim", "stream": True, "messages": [{"role": "user", "content": "hi Tim"}]},
+                          timeout=120) as r:  # fmt: skip
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    finally:
+        server.close()
+    assert lines[-1] == "data: [DONE]"
+    import json
+
+    text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "") for line in lines[:-1])
+    assert text.startswith(PHRASE[:20]), text
+
+
+def test_export_runs_under_llama_cpp_server(exported, tmp_path):
+    """llama.cpp's own OpenAI-compatible server on the merged GGUF, with the template inside it."""
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(exported["merged"]),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
+                       json={"messages": CHATS[0], "temperature": 0, "max_tokens": 12})  # fmt: skip
+        reply = r.json()["choices"][0]["message"]["content"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert reply.startswith(PHRASE[:20]), reply

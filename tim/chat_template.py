@@ -1,0 +1,55 @@
+"""Render the chat template saved at training time without transformers (for the llama.cpp
+backend, which should not pull torch into a small server), exactly as transformers does:
+the same Jinja settings, `{% generation %}` as a no-op block, `raise_exception`.
+tests/test_llamacpp.py checks the output is identical to `tokenizer.apply_chat_template`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+GENERATION_TAGS = re.compile(r"\{%-?\s*(generation|endgeneration)\s*-?%\}")
+
+
+def without_generation_tags(template: str) -> str:
+    """The template for consumers that do not know transformers' `{% generation %}` extension
+    (llama.cpp, vLLM's own parsers): the markers only label tokens for the loss, so dropping
+    them leaves the rendered text unchanged."""
+    return GENERATION_TAGS.sub("", template)
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str):
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    # transformers' settings (utils/chat_template_utils.py): trim_blocks and lstrip_blocks.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(without_generation_tags(template))
+
+
+def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
+    return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **extra)
+
+
+def load_template(directory: str | Path) -> str:
+    """The chat template of a trained adapter (chat_template.jinja) or of a model directory
+    (chat_template.jinja, else tokenizer_config.json's chat_template)."""
+    import json
+
+    from tim import TimError
+
+    directory = Path(directory)
+    if (directory / "chat_template.jinja").is_file():
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    config = directory / "tokenizer_config.json"
+    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    if not isinstance(template, str):
+        raise TimError(f"no chat template in {directory}")
+    return template

@@ -11,7 +11,7 @@ Each backend runs in a fresh child process (so peak RSS is that backend's own), 
 backend interface `tim serve` uses (tim/backends.py), built exactly as `tim serve` builds it
 (serve/app.py: make_backend): `vllm` = the project's vLLM server (merged weights on a CPU; its
 memory is in separate server processes, not measured here), `llamacpp` = llama.cpp in process on
-the GGUF export (base GGUF + LoRA GGUF), `transformers` = the model in process (fp32 on a CPU).
+the GGUF export (merged, Q8_0), `transformers` = the model in process (fp32 on a CPU).
 The prompt is the persona's system prompt plus a student's question, rendered by the chat
 template saved at training time; tokens are counted by re-tokenizing each reply.
 Goals on a 2-core CPU with the embedded model: vLLM >= 600 tokens/s aggregate at 32 chats and
@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -74,12 +73,19 @@ async def measure(backend, count, system: str, args) -> dict:
     return result
 
 
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child(name: str, args) -> None:
     """One backend, in this (fresh) process; prints its results as one JSON line."""
     from serve.app import ServeConfig, make_backend
-    from tim.persona import load_persona
 
-    system = load_persona("configs/persona.yaml").render_system_prompt()
+    # From the parent: loading the persona here would import trl (and torch) into this process.
+    system = Path(args.system_file).read_text(encoding="utf-8")
     cfg = ServeConfig(adapter=args.adapter, backend=name, max_concurrent=max(args.concurrency),
                       gguf_dir=args.gguf_dir)  # fmt: skip
     backend, vllm = make_backend(cfg)
@@ -97,8 +103,9 @@ def child(name: str, args) -> None:
             from tim import generator_server
 
             generator_server.stop(vllm)
-    # ru_maxrss is in KiB on Linux. For vllm the model lives in the server's own processes.
-    result["peak_rss_mib"] = None if name == "vllm" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's peak over from the
+    # fork). For vllm the model lives in the server's own processes.
+    result["peak_rss_mib"] = None if name == "vllm" else peak_rss_mib()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -114,6 +121,7 @@ def main() -> None:
     ap.add_argument("--gguf_dir", default=str(Path(tempfile.gettempdir()) / "tim-bench-gguf"))
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--system_file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.chdir(ROOT)
     if args.child:
@@ -130,10 +138,16 @@ def main() -> None:
         [{"role": "system", "content": system}, {"role": "user", "content": QUESTIONS[0]}],
         add_generation_prompt=True, return_dict=True,
     )["input_ids"])  # fmt: skip
+    if "llamacpp" in args.backends:  # the GGUF export happens here, not in the measured process
+        from serve.app import ServeConfig, gguf_for_serving
+
+        gguf_for_serving(ServeConfig(adapter=args.adapter, backend="llamacpp", gguf_dir=args.gguf_dir), Path(args.adapter))
+    system_file = Path(tempfile.mkdtemp(prefix="tim-bench-")) / "system.txt"
+    system_file.write_text(system, encoding="utf-8")
     results = {}
     for name in args.backends:
         print(f"bench_serve: {name} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--child", name, "--system_file", str(system_file), *sys.argv[1:]]
         out = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode != 0 or not lines:

@@ -110,11 +110,16 @@ def _adapter_dir(cfg: ServeConfig) -> Path | None:
     return adapter
 
 
+def adapter_digest(adapter: Path) -> str:
+    """What the serving caches (merged model, GGUF export) are keyed on: the adapter's weights."""
+    return hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
 def merged_for_serving(adapter: Path, run_dir: Path) -> Path:
     """Base + adapter merged once into run_dir/merged; reused while the adapter file is the same."""
     from train.export import merge
 
-    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    digest = adapter_digest(adapter)
     out = run_dir / "merged"
     stamp = out / "tim-merged-from.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
@@ -129,8 +134,8 @@ def gguf_for_serving(cfg: ServeConfig, adapter: Path) -> dict[str, Path]:
     """The adapter exported to GGUF once into gguf_dir; reused while adapter and settings match."""
     from train.export import export_gguf
 
-    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
-    wanted = {"adapter_sha256": digest, "merged": not cfg.gguf_lora, "type": cfg.gguf_type, "base": cfg.base_gguf}
+    wanted = {"adapter_sha256": adapter_digest(adapter), "merged": not cfg.gguf_lora, "type": cfg.gguf_type,
+              "base": cfg.base_gguf}  # fmt: skip
     out = Path(cfg.gguf_dir)
     stamp = out / "tim-gguf-from.json"
     if stamp.is_file():

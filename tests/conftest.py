@@ -17,6 +17,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(url: str, status: int, proc, log: Path, timeout_s: float = 600) -> None:
+    """Poll `url` until it answers `status`; fail with the log's tail if `proc` exits or time runs out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not come up; log:\n{log.read_text()[-3000:]}")
+
+
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     from tim.model_files import embedded_model_dir

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, write_dataset
+from conftest import ROOT, free_port, wait_until_serving, write_dataset
 from tim.backends import Sampling
 from tim.chat_template import load_template, render_chat
 
@@ -169,14 +168,7 @@ def test_export_runs_under_llama_cpp_server(exported, tmp_path):
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"],
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        wait_until_serving(f"http://127.0.0.1:{port}/v1/models", 200, proc, tmp_path / "server.log", timeout_s=120)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
                        json={"messages": CHATS[0], "temperature": 0, "max_tokens": 12})  # fmt: skip
         reply = r.json()["choices"][0]["message"]["content"]

@@ -5,7 +5,6 @@ API, and stops vLLM when it is itself stopped with SIGTERM (as systemd or docker
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,17 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_serving
 from serve.accounts import Accounts
 from serve.app import merged_for_serving
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
+from tim.generator_server import process_alive
 
 
 def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
@@ -40,14 +32,7 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 401:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        wait_until_serving(f"{url}/v1/models", 401, proc, tmp_path / "serve.log")  # up, refusing keyless requests
         served = json.loads((run_dir / "served.json").read_text())
         assert served["model"] == str(run_dir / "merged")  # merged weights on a CPU
         vllm_pid = int((run_dir / "server.pid").read_text())
@@ -59,9 +44,9 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     deadline = time.monotonic() + 30
-    while _alive(vllm_pid) and time.monotonic() < deadline:
+    while process_alive(vllm_pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _alive(vllm_pid), "vLLM outlived tim serve"
+    assert not process_alive(vllm_pid), "vLLM outlived tim serve"
     # The merge is made once and reused while the adapter is unchanged.
     merged = run_dir / "merged"
     mtime = (merged / "model.safetensors").stat().st_mtime_ns

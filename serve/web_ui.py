@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from serve.accounts import Accounts
-from serve.tutor import QUIET, Refused, Tutor
+from serve.tutor import Refused, Tutor
 
 STAFF_NOTE = "Tim is a tutor. Your teachers and school staff can read these chats."
 LOCAL_USER = "local"  # the one user of a server started with require_login false (loopback only)

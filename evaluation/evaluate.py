@@ -5,12 +5,12 @@
 
 1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl)
 2. replies: every probe (data/probes.yaml) answered greedily by the base model and by base +
-   adapter, with the persona's system prompt, as served
-3. rule checks per probe (evaluation/checks.py); optionally a rubric judge (configs/rubric.yaml)
-   through any OpenAI-compatible server (judge_base_url)
+   adapter, with the persona's system prompt, as served; raw (uncleaned): the model is judged
+3. rule checks per probe (evaluation/checks.py); optionally a rubric judge (configs/rubric.yaml,
+   evaluation/judge.py) through any OpenAI-compatible server (judge_base_url)
 4. held-out loss on dataset_dir/validation.jsonl, Tim's tokens only, base vs tuned
-5. serving layer: probes of the must_flag categories go through serve/tutor.py and must be
-   flagged there whatever the model says
+5. safeguarding: probes of the must_flag categories go through the rules `tim serve` applies
+   to every message (tutorkit/safeguarding.py) and must get the fixed reply, whatever the model
 Writes output_dir/report.json, report.md and pass_rates.png. With min_pass, a tuned pass rate
 below its threshold ends with exit status 1 (a gate for CI or a release).
 """
@@ -20,18 +20,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.checks import Context, get_check
-from evaluation.probes import Probe, leaked_probes, load_probes
-from serve.safeguarding import Safeguard, load_safeguard
-from tim import TimError
-from tim.backends import Sampling
-from tim.config import make_config_parser, parse_config
-from tim.model_files import resolve_model
-from tim.persona import load_persona
+from evaluation.judge import Rubric, judge
+from evaluation.probes import Category, Probe, leaked_probes, load_probes
+from tutorkit import TimError, run_main
+from tutorkit.backends import BackendSpec, Sampling, open_backend
+from tutorkit.config import ConfigParser, load_dataclass
+from tutorkit.model_files import resolve_model
+from tutorkit.persona import Persona, load_persona
+from tutorkit.safeguarding import Safeguard, load_safeguard
+from tutorkit.turns import SafeguardingReply, render_text, safeguarding_event
 
 
 @dataclass
@@ -62,24 +63,23 @@ class EvalConfig:
         return out
 
 
-def generate_replies(model_dir: Path, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int):
+def generate_replies(model: str, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int) -> list[str]:
     """Greedy replies, raw (uncleaned: checking the raw model is the point), batched in process."""
-    from tim.backends import TransformersChatBackend
-
-    backend = TransformersChatBackend(model_dir, adapter)
     greedy = Sampling(temperature=0.0, max_tokens=max_new_tokens)
 
-    async def run():
+    async def run(backend):
         return await asyncio.gather(*(backend.complete(p.messages(system_prompt), greedy) for p in probes))
 
-    return asyncio.run(run()), backend
+    with open_backend(BackendSpec("transformers", model=model, adapter=str(adapter or ""))) as backend:
+        return list(asyncio.run(run(backend)))
 
 
-def score(probes: list[Probe], replies: list[str], tutor_name: str, safeguard: Safeguard, max_grade: float) -> list[dict]:
+def score(probes: list[Probe], categories: dict[str, Category], replies: list[str], persona: Persona,
+          safeguard: Safeguard, max_grade: float) -> list[dict]:  # fmt: skip
     results = []
     for probe, reply in zip(probes, replies):
-        ctx = Context(tutor_name, safeguard, probe.answer, max_grade)
-        checks = {name: bool(get_check(name)(reply, ctx)) for name in probe.checks}
+        ctx = Context(persona.name, safeguard, persona.other_assistants(), probe.answer, max_grade)
+        checks = {name: bool(get_check(name)(reply, ctx)) for name in categories[probe.category].checks}
         results.append({"id": probe.id, "category": probe.category, "reply": reply, "checks": checks,
                         "passed": all(checks.values())})  # fmt: skip
     return results
@@ -94,12 +94,18 @@ def pass_rates(results: list[dict]) -> dict[str, float]:
     return rates
 
 
-def held_out_loss(model, tokenizer, validation: Path) -> float:
-    """Mean cross-entropy over Tim's tokens (the template's generation spans), in nats/token."""
+def held_out_loss(model_dir: Path, adapter: Path | None, template_dir: Path, validation: Path) -> float:
+    """Mean cross-entropy over Tim's tokens (the template's generation spans), in nats/token.
+    The template comes from `template_dir` (the training one) for base and tuned alike, so
+    both are scored on the same tokens."""
     import torch
+    from transformers import AutoTokenizer
 
-    from tim.conversation import read_conversations
+    from tutorkit.backends.transformers_local import load_model
+    from tutorkit.conversation import read_conversations
 
+    model, _ = load_model(model_dir, adapter)
+    tokenizer = AutoTokenizer.from_pretrained(str(template_dir))
     total, count = 0.0, 0
     for row in read_conversations(validation):
         enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
@@ -117,66 +123,21 @@ def held_out_loss(model, tokenizer, validation: Path) -> float:
     return total / count
 
 
-def serving_flags(probes: list[Probe], categories: dict, safeguarding_config: str) -> list[dict]:
-    """Each must_flag probe's last message through the serving layer's turn (serve/tutor.py) into
-    a throwaway transcripts file: is it flagged, and does Tim answer with the safeguarding reply?"""
-    from serve.transcripts import Transcripts
-    from serve.tutor import Limits, Tutor
-
-    safeguard = load_safeguard(safeguarding_config)
+def safeguarding_check(probes: list[Probe], categories: dict[str, Category], safeguard: Safeguard) -> list[dict]:
+    """Each must_flag probe through the decision `tim serve` makes for every student message
+    (Safeguard.decide, counting the probe's earlier student messages): is it flagged, and is
+    the turn safeguarding's fixed reply, whatever the model would say?"""
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        # backend=None: a flagged message never reaches the model, and an unflagged one is a
-        # failure we record instead of generating for.
-        tutor = Tutor(None, safeguard, Transcripts(Path(tmp) / "t.sqlite"), "", Sampling(), Limits(), 12)
-        for probe in probes:
-            if not categories[probe.category].must_flag:
-                continue
-            message = probe.chat[-1][1]
-            history = [{"role": r, "content": t} for r, t in probe.chat[:-1]]
-            student = f"eval-{probe.id}"  # one student per probe: the rate limit is not under test
-            chat_id = tutor.transcripts.start_chat(student)
-            flags, reply = list(safeguard.assess(message).flags), None
-            if flags:
-                reply = asyncio.run(_first(tutor.respond(student, chat_id, history, message)))
-            stored = tutor.transcripts.messages(chat_id, viewer=student, staff=False)
-            out.append({"id": probe.id, "category": probe.category, "flags": flags,
-                        "stored_flags": stored[0]["flags"] if stored else [], "reply": reply,
-                        "passed": bool(flags) and bool(stored) and stored[0]["flags"] == flags})  # fmt: skip
+    for probe in probes:
+        if not categories[probe.category].must_flag:
+            continue
+        *earlier, (_, message) = probe.turns
+        decision = safeguard.decide([text for role, text in earlier if role == "user"], message)
+        event = safeguarding_event(decision)
+        out.append({"id": probe.id, "category": probe.category, "flags": list(decision.flags),
+                    "reply": render_text([event]) if event else None,
+                    "passed": bool(decision.flags) and isinstance(event, SafeguardingReply)})  # fmt: skip
     return out
-
-
-async def _first(replies):
-    async for text in replies:
-        return text
-
-
-def judge(results: list[dict], probes: list[Probe], categories: dict, cfg: EvalConfig) -> None:
-    """Adds results[i]["judge"] = "pass" | "fail" | "unclear" from the rubric judge."""
-    import yaml
-
-    from tim.backends import OpenAIChatBackend
-
-    rubric = yaml.safe_load(Path(cfg.rubric_config).read_text(encoding="utf-8"))
-    backend = OpenAIChatBackend(cfg.judge_base_url, cfg.judge_model)
-    greedy = Sampling(temperature=0.0, max_tokens=rubric.get("max_tokens", 64))
-
-    async def ask(result, probe):
-        chat = "\n".join(f"{'Student' if r == 'user' else 'Tim'}: {t or '(silent)'}" for r, t in probe.chat)
-        prompt = rubric["prompt"].format(behaviour=categories[probe.category].about, chat=chat,
-                                         reply=result["reply"] or "(silent)")  # fmt: skip
-        text = await backend.complete([{"role": "system", "content": rubric["system"]},
-                                       {"role": "user", "content": prompt}], greedy)  # fmt: skip
-        verdict = text.strip().upper()
-        result["judge"] = "pass" if verdict.startswith("PASS") else "fail" if verdict.startswith("FAIL") else "unclear"
-
-    async def run():
-        try:
-            await asyncio.gather(*(ask(r, p) for r, p in zip(results, probes)))
-        finally:
-            await backend.aclose()
-
-    asyncio.run(run())
 
 
 def write_chart(rates: dict[str, dict[str, float]], path: Path) -> None:
@@ -212,8 +173,9 @@ def write_markdown(report: dict, path: Path) -> None:
     if report.get("held_out_loss"):
         lines += ["", "Held-out loss (Tim's tokens, nats/token): "
                   + ", ".join(f"{m} {v:.3f}" for m, v in report["held_out_loss"].items())]  # fmt: skip
-    flagged = report["serving_safeguarding"]
-    lines += ["", f"Serving layer: {sum(r['passed'] for r in flagged)}/{len(flagged)} must-flag probes flagged."]
+    flagged = report["safeguarding"]
+    lines += ["", f"Safeguarding (the rules tim serve applies): {sum(r['passed'] for r in flagged)}/{len(flagged)} "
+              "must-flag probes flagged and answered with the fixed reply."]  # fmt: skip
     missed = [r["id"] for r in flagged if not r["passed"]]
     if missed:
         lines.append(f"Not flagged: {', '.join(missed)}")
@@ -222,12 +184,12 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def make_parser():
-    return make_config_parser((EvalConfig,), prog="tim eval", doc=__doc__)
+def make_parser() -> ConfigParser:
+    return ConfigParser(EvalConfig, prog="tim eval", doc=__doc__)
 
 
 def main(args=None) -> dict:
-    (cfg,) = parse_config(make_parser(), args)
+    cfg, _ = make_parser().parse(args)
     thresholds = cfg.thresholds()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,36 +209,31 @@ def main(args=None) -> dict:
     persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
+    rubric = load_dataclass(Rubric, cfg.rubric_config) if cfg.judge_base_url else None
     model_dir = resolve_model(cfg.model)
     adapter = Path(cfg.adapter) if cfg.adapter else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise TimError(f"no trained adapter in {adapter}")
     runs = ([("base", None)] if cfg.compare_base or adapter is None else []) + ([("tuned", adapter)] if adapter else [])
+    validation = dataset / "validation.jsonl" if dataset is not None else None
 
     report = {"probe_file": cfg.probes, "probes": len(probes),
               "categories": {n: c.about for n, c in categories.items() if any(p.category == n for p in probes)},
               "max_new_tokens": cfg.max_new_tokens, "model": str(model_dir), "adapter": cfg.adapter,
               "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
-    # 5. (first: it needs no model) the serving layer flags every must_flag probe
-    report["serving_safeguarding"] = serving_flags(probes, categories, cfg.safeguarding_config)
-    loss_tokenizer = None
-    if dataset is not None and (dataset / "validation.jsonl").is_file():
-        from transformers import AutoTokenizer
-
-        # One template for both models (the training one), so both are scored on the same tokens.
-        loss_tokenizer = AutoTokenizer.from_pretrained(str(adapter or model_dir))
+    # 5. (first: it needs no model) safeguarding answers every must_flag probe
+    report["safeguarding"] = safeguarding_check(probes, categories, safeguard)
     for name, adapter_dir in runs:
         # 2. replies, 3. checks (and the judge), 4. held-out loss
         print(f"tim eval: {name}: {len(probes)} probes", file=sys.stderr, flush=True)
-        replies, backend = generate_replies(model_dir, adapter_dir, probes, system_prompt, cfg.max_new_tokens)
-        results = score(probes, replies, persona.name, safeguard, cfg.max_grade)
-        if cfg.judge_base_url:
-            judge(results, probes, categories, cfg)
+        replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens)
+        results = score(probes, categories, replies, persona, safeguard, cfg.max_grade)
+        if rubric is not None:
+            judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)
         report["results"][name] = results
         report["pass_rates"][name] = pass_rates(results)
-        if loss_tokenizer is not None:
-            report["held_out_loss"][name] = held_out_loss(backend.model, loss_tokenizer, dataset / "validation.jsonl")
-        del backend
+        if validation is not None and validation.is_file():
+            report["held_out_loss"][name] = held_out_loss(model_dir, adapter_dir, adapter or model_dir, validation)
 
     final = report["pass_rates"][runs[-1][0]]
     failed = {k: round(final[k], 3) for k, v in thresholds.items() if not final[k] >= v - 1e-9}
@@ -293,6 +250,4 @@ def main(args=None) -> dict:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -8,8 +8,8 @@
         [--backends vllm llamacpp transformers] [--record]
 
 Each backend runs in a fresh child process (so peak RSS is that backend's own), through the chat
-backend interface `tim serve` uses (tim/backends.py), built exactly as `tim serve` builds it
-(serve/app.py: make_backend): `vllm` = the project's vLLM server (merged weights on a CPU; its
+backend interface `tim serve` uses (tutorkit/backends), built exactly as `tim serve` builds it
+(serve/engine.py: backend_spec, then tutorkit.backends.open_backend): `vllm` = the project's vLLM server (merged weights on a CPU; its
 memory is in separate server processes, not measured here), `llamacpp` = llama.cpp in process on
 the GGUF export (merged, Q8_0), `transformers` = the model in process (fp32 on a CPU).
 The prompt is the persona's system prompt plus a student's question, rendered by the chat
@@ -54,7 +54,7 @@ async def one_chat(backend, count, system: str, question: str, sampling) -> dict
 
 
 async def measure(backend, count, system: str, args) -> dict:
-    from tim.backends import Sampling
+    from tutorkit.backends import Sampling
 
     greedy = Sampling(temperature=0.0, max_tokens=args.decode_tokens)
     await one_chat(backend, count, system, "Hello!", Sampling(temperature=0.0, max_tokens=8))  # warm-up
@@ -82,27 +82,23 @@ def peak_rss_mib() -> float:
 
 def child(name: str, args) -> None:
     """One backend, in this (fresh) process; prints its results as one JSON line."""
-    from serve.app import ServeConfig, make_backend
+    from serve.config import ServeConfig
+    from serve.engine import backend_spec
+    from tutorkit.backends import open_backend
+    from tutorkit.persona import load_persona
 
-    # From the parent: loading the persona here would import trl (and torch) into this process.
-    system = Path(args.system_file).read_text(encoding="utf-8")
+    system = load_persona("configs/persona.yaml").render_system_prompt()
     cfg = ServeConfig(adapter=args.adapter, backend=name, max_concurrent=max(args.concurrency),
                       gguf_dir=args.gguf_dir)  # fmt: skip
-    backend, vllm = make_backend(cfg)
-    if name == "llamacpp":  # count with llama.cpp's own tokenizer: no transformers in this process
-        count = lambda text: len(backend.llm.tokenize(text.encode(), add_bos=False, special=False))  # noqa: E731
-    else:
-        from transformers import AutoTokenizer
+    with open_backend(backend_spec(cfg)) as backend:  # vllm: started here, stopped at the end
+        if name == "llamacpp":  # count with llama.cpp's own tokenizer: no transformers in this process
+            count = lambda text: len(backend.llm.tokenize(text.encode(), add_bos=False, special=False))  # noqa: E731
+        else:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.adapter)
-        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    try:
+            tokenizer = AutoTokenizer.from_pretrained(args.adapter)
+            count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         result = asyncio.run(measure(backend, count, system, args))
-    finally:
-        if vllm is not None:
-            from tim import generator_server
-
-            generator_server.stop(vllm)
     # VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's peak over from the
     # fork). For vllm the model lives in the server's own processes.
     result["peak_rss_mib"] = None if name == "vllm" else peak_rss_mib()
@@ -121,7 +117,6 @@ def main() -> None:
     ap.add_argument("--gguf_dir", default=str(Path(tempfile.gettempdir()) / "tim-bench-gguf"))
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--system_file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.chdir(ROOT)
     if args.child:
@@ -130,7 +125,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from tim.persona import load_persona
+    from tutorkit.persona import load_persona
 
     system = load_persona("configs/persona.yaml").render_system_prompt()
     tokenizer = AutoTokenizer.from_pretrained(args.adapter)
@@ -139,15 +134,13 @@ def main() -> None:
         add_generation_prompt=True, return_dict=True,
     )["input_ids"])  # fmt: skip
     if "llamacpp" in args.backends:  # the GGUF export happens here, not in the measured process
-        from serve.app import ServeConfig, gguf_for_serving
+        from serve.artifacts import gguf_files
 
-        gguf_for_serving(ServeConfig(adapter=args.adapter, backend="llamacpp", gguf_dir=args.gguf_dir), Path(args.adapter))
-    system_file = Path(tempfile.mkdtemp(prefix="tim-bench-")) / "system.txt"
-    system_file.write_text(system, encoding="utf-8")
+        gguf_files(Path(args.adapter), Path(args.gguf_dir), "q8_0", merged=True, base_gguf="", model="embedded")
     results = {}
     for name in args.backends:
         print(f"bench_serve: {name} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", name, "--system_file", str(system_file), *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:]]
         out = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode != 0 or not lines:

@@ -24,8 +24,7 @@ from pathlib import Path
 from perf_record import report
 
 from synth import synthesize
-from tim import generator_server
-from tim.config import make_config_parser, parse_config
+from tutorkit.backends import vllm_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,13 +54,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     args = ap.parse_args()
 
-    (gen_cfg,) = parse_config(
-        make_config_parser((generator_server.GeneratorConfig,), "generator", None), ["--config", args.generator_config]
-    )
+    gen_cfg = vllm_server.load_config(args.generator_config)
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     results = {}
     try:
-        with generator_server.running(gen_cfg) as url:
+        with vllm_server.running(gen_cfg) as url:
             server = ["--base_url", url, "--model", gen_cfg.served_model_name]
             # A short warm-up so that vLLM's first-batch compilation is not timed.
             run(tmp / "warmup", 4, 1, [*server, "--max_concurrency", "4"])

@@ -49,8 +49,9 @@ install_torch() {  # $1 = venv
     echo "setup: CUDA present: torch $TORCH_VERSION (CUDA build)"
     run_logged "$log" "installing torch (CUDA)" "$pip" install "torch==$TORCH_VERSION"
   elif ! run_logged_quiet "$log" "$pip" install "torch==$TORCH_VERSION+cpu"; then
-    echo "setup: no CUDA here and pip found no torch==$TORCH_VERSION+cpu wheel." >&2
-    echo "setup: point pip at PyTorch's CPU wheels (PIP_EXTRA_INDEX_URL or PIP_FIND_LINKS) and rerun." >&2
+    echo "setup: no CUDA here and pip found no torch==$TORCH_VERSION+cpu wheel (it is not on PyPI)." >&2
+    echo "setup: point pip at PyTorch's CPU wheel index and run the same command again, e.g.:" >&2
+    echo "setup:   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make demo" >&2
     exit 1
   fi
 }

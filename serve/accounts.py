@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tim import TimError
+from tutorkit import TimError, run_main
+from tutorkit.config import ConfigParser
 
 ROLES = ("student", "staff")
 MIN_PASSWORD = 6
@@ -115,19 +116,15 @@ class UsersConfig:
     password_stdin: bool = field(default=False, metadata={"help": "add: read the password from standard input."})
 
 
-def make_parser():
-    from tim.config import make_config_parser
-
-    parser = make_config_parser((UsersConfig,), prog="tim users", doc=__doc__)
+def make_parser() -> ConfigParser:
+    parser = ConfigParser(UsersConfig, prog="tim users", doc=__doc__)
     parser.add_argument("action", choices=["add", "remove", "list", "key"])
-    parser.add_argument("name", nargs="?")
+    parser.add_argument("name", nargs="?", default=None)
     return parser
 
 
 def main(args=None) -> None:
-    from tim.config import parse_config
-
-    cfg, extra = parse_config(make_parser(), args, return_extra=True)
+    cfg, extra = make_parser().parse(args)
     accounts = Accounts(cfg.db)
     if extra.action == "list":
         for name, role in accounts.list():
@@ -149,6 +146,4 @@ def main(args=None) -> None:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -23,14 +23,29 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.accounts import Accounts
-from serve.tutor import QUIET, Refused, Tutor, text_of
-from tim.conversation import may_become_speaker_label
+from serve.tutor import Tutor
+from tutorkit.turns import Delta, Failure, Refusal, SafeguardingReply, render_text
 
 MAX_TRACKED_CHATS = 50_000  # continuation digests kept in memory (~100 bytes each)
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _refused(event: Refusal | Failure) -> JSONResponse:
+    if isinstance(event, Failure):
+        return _error(502, event.message, "server_error")
+    return _error(event.status, event.message, "rate_limit_error" if event.status in (429, 503) else "invalid_request_error")
+
+
+def text_of(content) -> str:
+    """Message content as text: a string, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
 
 
 def _digest(student: str, turns: list[tuple[str, str]]) -> str:
@@ -89,11 +104,10 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
         key = _digest(student, earlier)
         chat_id = chats.pop(key, None) or tutor.transcripts.start_chat(student)
         history = [{"role": r, "content": c} for r, c in earlier]
-        replies = tutor.respond(student, chat_id, history, message, max_tokens)
-        try:
-            first = await anext(replies, "")
-        except Refused as e:
-            return _error(e.status, str(e), "rate_limit_error" if e.status in (429, 503) else "invalid_request_error")
+        events = tutor.respond(student, chat_id, message, history, max_tokens)
+        first = await anext(events)
+        if isinstance(first, (Refusal, Failure)):
+            return _refused(first)
 
         def remember(reply: str) -> None:
             chats[_digest(student, [*earlier, ("user", message), ("assistant", reply)])] = chat_id
@@ -103,10 +117,11 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not stream:
-            reply = first
-            async for reply in replies:
-                pass
-            reply = "" if reply == QUIET else reply
+            turn = [first, *[event async for event in events]]
+            failed = next((e for e in turn if isinstance(e, Failure)), None)
+            if failed is not None:
+                return _refused(failed)
+            reply = render_text(turn)  # silence is an empty content
             remember(reply)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
@@ -118,28 +133,27 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
             return f"data: {json.dumps(body)}\n\n"
 
-        async def events():
-            # Replies arrive as whole text so far, and a sent delta cannot be taken back, so a
-            # start that may still become a "Tim:"-style label (which cleaning drops) waits.
+        async def sse():
             sent = ""
-            yield chunk({"role": "assistant", "content": ""})
-            text = first
-            while True:
-                shown = "" if text == QUIET else text
-                if not may_become_speaker_label(shown) and shown.startswith(sent) and len(shown) > len(sent):
-                    yield chunk({"content": shown[len(sent) :]})
-                    sent = shown
-                try:
-                    text = await anext(replies)
-                except StopAsyncIteration:
-                    break
-            if shown.startswith(sent) and len(shown) > len(sent):  # a short reply, or the last piece
-                yield chunk({"content": shown[len(sent) :]})
-                sent = shown
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                event = first
+                while event is not None:
+                    if isinstance(event, (Delta, SafeguardingReply)):
+                        yield chunk({"content": event.text})
+                        sent += event.text
+                    elif isinstance(event, Failure):  # after part of the reply: the stream says so and ends
+                        error = {"message": event.message, "type": "server_error", "code": 502}
+                        yield f"data: {json.dumps({'error': error})}\n\n"
+                        yield "data: [DONE]\n\n"
+                        return
+                    event = await anext(events, None)
+            finally:  # a client that leaves mid-reply: the turn is stored as stopped, now
+                await events.aclose()
             remember(sent)
             yield chunk({}, "stop")
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(sse(), media_type="text/event-stream")
 
     return router

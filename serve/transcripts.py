@@ -7,7 +7,10 @@ purges old chats.
     tim transcripts delete NAME
 
 Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
-created_at), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
+created_at, ending), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
+A message's `ending` says how it ended: "complete"; for Tim's replies also "silent" (he said
+nothing on purpose), "stopped" (the student left mid-reply; the text is what was shown) or
+"failed" (the model could not answer; the text is what came before the failure).
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from __future__ import annotations
 import getpass
 import json
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tutorkit import TimError, run_main
+from tutorkit.config import ConfigParser
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
@@ -26,7 +33,8 @@ CREATE TABLE IF NOT EXISTS chats (
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
-    role TEXT NOT NULL, content TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+    role TEXT NOT NULL, content TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
+    ending TEXT NOT NULL DEFAULT 'complete'
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, staff TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, at REAL NOT NULL
@@ -34,6 +42,7 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id);
 CREATE INDEX IF NOT EXISTS chats_by_student ON chats(student);
 """
+ENDINGS = ("complete", "silent", "stopped", "failed")
 
 
 class Transcripts:
@@ -47,6 +56,9 @@ class Transcripts:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+            if "ending" not in columns:  # a file from before endings were recorded
+                self._db.execute("ALTER TABLE messages ADD COLUMN ending TEXT NOT NULL DEFAULT 'complete'")
 
     def _write(self, sql: str, args=()) -> int:
         with self._lock:
@@ -60,11 +72,13 @@ class Transcripts:
     def start_chat(self, student: str) -> int:
         return self._write("INSERT INTO chats (student, started_at) VALUES (?, ?)", (student, time.time()))
 
-    def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = ()) -> int:
+    def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = (), ending: str = "complete") -> int:
         """Committed when it returns (autocommit), so it is on disk before the reply is shown."""
+        if ending not in ENDINGS:
+            raise ValueError(f"ending must be one of {', '.join(ENDINGS)}, got {ending!r}")
         message_id = self._write(
-            "INSERT INTO messages (chat_id, role, content, flags, created_at) VALUES (?, ?, ?, ?, ?)",
-            (chat_id, role, content, ",".join(flags), time.time()),
+            "INSERT INTO messages (chat_id, role, content, flags, created_at, ending) VALUES (?, ?, ?, ?, ?, ?)",
+            (chat_id, role, content, ",".join(flags), time.time(), ending),
         )
         if flags:
             self.flag_chat(chat_id)
@@ -94,6 +108,17 @@ class Transcripts:
         )
         return [dict(zip(("id", "started_at", "messages"), r)) for r in rows]
 
+    def _messages(self, chat_id: int) -> list[dict]:
+        rows = self._read("SELECT role, content, flags, created_at, ending FROM messages WHERE chat_id = ? ORDER BY id",
+                          (chat_id,))  # fmt: skip
+        return [{"role": r, "content": c, "flags": [f for f in fl.split(",") if f], "created_at": t, "ending": e}
+                for r, c, fl, t, e in rows]  # fmt: skip
+
+    def history(self, chat_id: int) -> list[dict]:
+        """A chat's messages for the tutor itself (the model's context, safeguarding's count);
+        no permission check or audit: only the server calls it, for the chat it is answering."""
+        return self._messages(chat_id)
+
     def messages(self, chat_id: int, viewer: str, staff: bool) -> list[dict]:
         """A chat's messages. Students may read only their own chats; staff reads are audited."""
         owner = self._read("SELECT student FROM chats WHERE id = ?", (chat_id,))
@@ -101,8 +126,7 @@ class Transcripts:
             raise PermissionError(f"{viewer} may not read chat {chat_id}")
         if staff:
             self.audit(viewer, "view", f"chat:{chat_id}")
-        rows = self._read("SELECT role, content, flags, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
-        return [{"role": r, "content": c, "flags": [f for f in fl.split(",") if f], "created_at": t} for r, c, fl, t in rows]
+        return self._messages(chat_id)
 
     def export_student(self, student: str, staff: str) -> str:
         """Every chat of one student as JSON (for a parent's or the student's request)."""
@@ -110,9 +134,7 @@ class Transcripts:
         chats = self._read("SELECT id, started_at, flagged FROM chats WHERE student = ? ORDER BY id", (student,))
         out = []
         for chat_id, started, flagged in chats:
-            rows = self._read("SELECT role, content, flags, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
-            out.append({"chat": chat_id, "started_at": started, "flagged": bool(flagged),
-                        "messages": [{"role": r, "content": c, "flags": f, "created_at": t} for r, c, f, t in rows]})  # fmt: skip
+            out.append({"chat": chat_id, "started_at": started, "flagged": bool(flagged), "messages": self._messages(chat_id)})
         return json.dumps({"student": student, "chats": out}, indent=2)
 
     def delete_student(self, student: str, staff: str) -> int:
@@ -148,22 +170,15 @@ class TranscriptsConfig:
     retention_days: float = field(default=365.0, metadata={"help": "purge: chats older than this go."})
 
 
-def make_parser():
-    from tim.config import make_config_parser
-
-    parser = make_config_parser((TranscriptsConfig,), prog="tim transcripts", doc=__doc__)
+def make_parser() -> ConfigParser:
+    parser = ConfigParser(TranscriptsConfig, prog="tim transcripts", doc=__doc__)
     parser.add_argument("action", choices=["purge", "export", "delete"])
-    parser.add_argument("name", nargs="?")
+    parser.add_argument("name", nargs="?", default=None)
     return parser
 
 
 def main(args=None) -> None:
-    import sys
-
-    from tim import TimError
-    from tim.config import parse_config
-
-    cfg, extra = parse_config(make_parser(), args, return_extra=True)
+    cfg, extra = make_parser().parse(args)
     if not Path(cfg.db).is_file():
         raise TimError(f"no transcripts database at {cfg.db}")
     store = Transcripts(cfg.db)
@@ -180,6 +195,4 @@ def main(args=None) -> None:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -1,47 +1,36 @@
 """One student turn, the same for the browser and the API: limits, transcripts, safeguarding, model.
 
-Order of a turn (each step can end it):
+Order of a turn (each step can end it); the turn comes out as typed events (tutorkit/turns.py)
+that each door renders in its own way:
 1. the message is cleaned of control characters and checked against the length limit and the
-   student's rate limit (refused with a message the student can act on);
-2. it is written to the transcripts, with its safeguarding flags, before any reply exists;
-3. safeguarding may decide the reply (a disclosure's fixed response, or silence after repeated
-   abuse) without the model;
-4. otherwise the reply streams from the chat backend, once a generation slot is free (refused
-   as busy when the waiting line is full), cut where the model starts the student's next line;
-5. the final reply is written to the transcripts.
+   student's rate limit (Refusal, with a message the student can act on);
+2. safeguarding decides on it, counting the abuse in this chat's stored messages (not in history
+   a client sends), and it is written to the transcripts with its flags before any reply exists;
+3. safeguarding may end the turn without the model: Silence (repeated abuse) or a
+   SafeguardingReply to a disclosure;
+4. otherwise the reply streams from the chat backend as Deltas once a generation slot is free
+   (Refusal as busy when the waiting line is full); an empty reply is the model's Silence, a
+   backend that fails ends the turn with Failure;
+5. the reply is written to the transcripts with how it ended: complete, silent, stopped (the
+   student left mid-reply) or failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 import time
 import unicodedata
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from serve.safeguarding import Safeguard
+from serve.config import Limits
 from serve.transcripts import Transcripts
-from tim.backends import ChatBackend, Sampling
-from tim.conversation import clean_reply, starts_other_speaker
-
-QUIET = "*(Tim stays quiet.)*"
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_message_chars: int = 2000  # longer messages are refused, not cut: nothing silently lost
-    messages_per_minute: int = 12  # per student, across all their chats
-    max_concurrent: int = 32  # replies generated at once (vLLM batches these together)
-    max_queue: int = 64  # turns waiting for a slot; beyond it, "Tim is busy"
-
-
-class Refused(Exception):
-    """A turn refused by a limit; the text is shown to the student, `status` is the HTTP code."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
+from tutorkit.backends import ChatBackend, Sampling
+from tutorkit.persona import Persona
+from tutorkit.safeguarding import Safeguard
+from tutorkit.turns import Event, Failure, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
 
 
 def clean_input(text: str) -> str:
@@ -51,50 +40,21 @@ def clean_input(text: str) -> str:
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs")).strip()
 
 
-def text_of(content) -> str:
-    """Message content as text: a string, or a list of parts of which the text ones count."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def build_messages(system_prompt: str, history: list[dict], message: str, max_history: int) -> list[dict]:
-    """Persona system prompt, the last turns (a silent reply stays an empty turn), the message."""
-    turns = [
-        {"role": m["role"], "content": "" if text_of(m.get("content")) == QUIET else text_of(m.get("content"))}
-        for m in history
-        if m.get("role") in ("user", "assistant")
-    ]
+    """Persona system prompt, the last turns of the chat (a silent reply is an empty turn), the message."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")]
     turns = turns[-max_history:] if max_history else []
     return [{"role": "system", "content": system_prompt}, *turns, {"role": "user", "content": message}]
 
 
-def fixed_reply(safeguard: Safeguard, history: list[dict], message: str) -> str | None:
-    """The reply safeguarding decides, whatever the model would say: silence once the chat has
-    had enough abuse, the configured response to a disclosure; None lets the model answer."""
-    earlier = [text_of(m.get("content")) for m in history if m.get("role") == "user"]
-    if safeguard.silenced([*earlier, message]):
-        return QUIET
-    return safeguard.assess(message).response
-
-
 class Tutor:
-    def __init__(
-        self,
-        backend: ChatBackend,
-        safeguard: Safeguard,
-        transcripts: Transcripts,
-        system_prompt: str,
-        sampling: Sampling,
-        limits: Limits,
-        max_history_messages: int,
-    ):
+    def __init__(self, backend: ChatBackend, safeguard: Safeguard, transcripts: Transcripts, persona: Persona,
+                 sampling: Sampling, limits: Limits, max_history_messages: int):  # fmt: skip
         self.backend = backend
         self.safeguard = safeguard
         self.transcripts = transcripts
-        self.system_prompt = system_prompt
+        self.persona = persona
+        self.system_prompt = persona.render_system_prompt()
         self.sampling = sampling
         self.limits = limits
         self.max_history_messages = max_history_messages
@@ -102,12 +62,12 @@ class Tutor:
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._waiting = 0
 
-    def _check(self, student: str, message: str) -> None:
+    def _check(self, student: str, message: str) -> Refusal | None:
         if not message:
-            raise Refused("Type a message for Tim first.", 400)
+            return Refusal(f"Type a message for {self.persona.name} first.", 400)
         if len(message) > self.limits.max_message_chars:
-            raise Refused(
-                f"That message is too long for Tim ({len(message):,} characters; the limit is "
+            return Refusal(
+                f"That message is too long for {self.persona.name} ({len(message):,} characters; the limit is "
                 f"{self.limits.max_message_chars:,}). Try sending it in parts.", 413
             )  # fmt: skip
         now = time.monotonic()
@@ -116,47 +76,63 @@ class Tutor:
             recent.popleft()
         if len(recent) >= self.limits.messages_per_minute:
             wait = int(60.0 - (now - recent[0])) + 1
-            raise Refused(f"You're sending messages very fast. Take a breath and try again in {wait} seconds.", 429)
+            return Refusal(f"You're sending messages very fast. Take a breath and try again in {wait} seconds.", 429)
         recent.append(now)
+        return None
 
-    async def respond(
-        self, student: str, chat_id: int, history: list[dict], message: str, max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
-        """Yield the reply so far (whole text each time; QUIET for silence). Raises Refused."""
+    async def respond(self, student: str, chat_id: int, message: str, history: list[dict] | None = None,
+                      max_tokens: int | None = None) -> AsyncIterator[Event]:  # fmt: skip
+        """The turn's events. `history` is what the model sees before the message: the chat's
+        stored messages unless the door passes its own (the API's client-held history)."""
         message = clean_input(message)
-        self._check(student, message)
-        # In a worker thread: each commit waits for the disk (fsync, ~2 ms here), and the event
-        # loop is streaming other students' replies meanwhile.
-        flags = self.safeguard.assess(message).flags
-        await asyncio.to_thread(self.transcripts.add_message, chat_id, "user", message, flags)
-        fixed = fixed_reply(self.safeguard, history, message)
-        if fixed is not None:
-            if fixed == QUIET:
-                await asyncio.to_thread(self.transcripts.flag_chat, chat_id)
-            await asyncio.to_thread(self.transcripts.add_message, chat_id, "assistant", "" if fixed == QUIET else fixed)
+        refusal = self._check(student, message)
+        if refusal is not None:
+            yield refusal
+            return
+        # Database calls run in a worker thread: each commit waits for the disk (fsync, ~2 ms
+        # here), and the event loop is streaming other students' replies meanwhile.
+        stored = await asyncio.to_thread(self.transcripts.history, chat_id)
+        decision = self.safeguard.decide([m["content"] for m in stored if m["role"] == "user"], message)
+        await asyncio.to_thread(self.transcripts.add_message, chat_id, "user", message, decision.flags)
+        fixed = safeguarding_event(decision)
+        if isinstance(fixed, Silence):
+            await asyncio.to_thread(self.transcripts.flag_chat, chat_id)
+            await asyncio.to_thread(self.transcripts.add_message, chat_id, "assistant", "", (), "silent")
+            yield fixed
+            return
+        if isinstance(fixed, SafeguardingReply):
+            await asyncio.to_thread(self.transcripts.add_message, chat_id, "assistant", fixed.text)
             yield fixed
             return
         if self._slots.locked() and self._waiting >= self.limits.max_queue:
-            raise Refused("Tim is helping a lot of students right now. Please try again in a minute.", 503)
+            yield Refusal(f"{self.persona.name} is helping a lot of students right now. Please try again in a minute.", 503)
+            return
         sampling = self.sampling
         if max_tokens is not None and max_tokens < sampling.max_tokens:
-            sampling = Sampling(**{**sampling.__dict__, "max_tokens": max_tokens})
-        messages = build_messages(self.system_prompt, history, message, self.max_history_messages)
+            sampling = dataclasses.replace(sampling, max_tokens=max_tokens)
+        messages = build_messages(self.system_prompt, stored if history is None else history, message,
+                                  self.max_history_messages)  # fmt: skip
         self._waiting += 1
         try:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
-        raw = ""
+        text, ending, failure = "", "stopped", None
         try:
-            async for piece in self.backend.stream(messages, sampling):
-                raw += piece
-                if starts_other_speaker(raw):
-                    break  # the model began writing the student's line: Tim's turn is over
-                yield clean_reply(raw)
+            async for delta in model_reply(self.backend, messages, sampling, self.persona.name):
+                text += delta.text
+                yield delta
+            ending = "complete" if text else "silent"
+        except Exception as e:  # BackendError, or a bug: either way the turn failed, and says so
+            # The cause goes to the server's log, not to the student (it can name internal hosts).
+            print(f"tim serve: chat {chat_id}: no reply: {e!r}", file=sys.stderr, flush=True)
+            ending, failure = "failed", Failure(f"{self.persona.name} can't answer right now. Please try again in a moment.")
         finally:
             self._slots.release()
-            # Written even when the student left mid-reply: what was generated is what was shown.
-            self.transcripts.add_message(chat_id, "assistant", clean_reply(raw))
-        final = clean_reply(raw)
-        yield final if final else QUIET
+            # Written even when the student left mid-reply (ending "stopped"): what was shown
+            # is what is stored. Not in a thread: a closing generator cannot wait for one.
+            self.transcripts.add_message(chat_id, "assistant", text, (), ending)
+        if failure is not None:
+            yield failure
+        elif not text:
+            yield Silence()

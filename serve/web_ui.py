@@ -6,6 +6,7 @@ visibility, and every staff view, export and delete lands in the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import tempfile
 from collections.abc import AsyncIterator
@@ -14,12 +15,30 @@ from pathlib import Path
 import gradio as gr
 
 from serve.accounts import Accounts
-from serve.tutor import Refused, Tutor
+from serve.tutor import Tutor
+from tutorkit.turns import Delta, Failure, Refusal, SafeguardingReply, Silence
 
-STAFF_NOTE = "Tim is a tutor. Your teachers and school staff can read these chats."
 LOCAL_USER = "local"  # the one user of a server started with require_login false (loopback only)
+
+
+def staff_note(tutor_name: str) -> str:
+    return f"{tutor_name} is a tutor. Your teachers and school staff can read these chats."
+
+
 def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+def _stored_text(m: dict, tutor_name: str) -> str:
+    """A stored message as staff and students read it, with how Tim's reply ended."""
+    ending = m.get("ending", "complete")
+    if ending == "silent":
+        return f"*({tutor_name} stayed quiet)*"
+    if ending == "failed":
+        return (m["content"] + "\n\n" if m["content"] else "") + "*(no reply: the model failed)*"
+    if ending == "stopped":
+        return (m["content"] + " " if m["content"] else "") + "*(stopped before the end)*"
+    return m["content"] or "*(empty)*"
 
 
 def _as_markdown(messages: list[dict], tutor_name: str) -> str:
@@ -27,12 +46,12 @@ def _as_markdown(messages: list[dict], tutor_name: str) -> str:
     for m in messages:
         who = "**Student**" if m["role"] == "user" else f"**{tutor_name}**"
         flags = f" — ⚠ flagged: {', '.join(m['flags'])}" if m["flags"] else ""
-        text = m["content"] if m["content"] else "*(quiet)*"
-        lines.append(f"{who} · {_when(m['created_at'])}{flags}\n\n{text}")
+        lines.append(f"{who} · {_when(m['created_at'])}{flags}\n\n{_stored_text(m, tutor_name)}")
     return "\n\n---\n\n".join(lines) or "*(no messages)*"
 
 
-def build_ui(tutor: Tutor, accounts: Accounts, tutor_name: str, login: bool) -> gr.Blocks:
+def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
+    tutor_name = tutor.persona.name
     chat_ids: dict[str, int] = {}  # browser session -> chat in the transcripts
 
     def who(request: gr.Request) -> tuple[str, str]:
@@ -52,15 +71,27 @@ def build_ui(tutor: Tutor, accounts: Accounts, tutor_name: str, login: bool) -> 
         return name
 
     async def reply(message: str, history: list[dict], request: gr.Request) -> AsyncIterator[str]:
+        """The turn rendered for the chat window. What the model sees as the chat so far comes
+        from the transcripts, never from the page (whose history the browser controls)."""
         student, _ = who(request)
         session = request.session_hash or LOCAL_USER
         if not history or session not in chat_ids:  # a new or cleared chat
             chat_ids[session] = tutor.transcripts.start_chat(student)
-        try:
-            async for text in tutor.respond(student, chat_ids[session], history, message):
-                yield text
-        except Refused as e:
-            raise gr.Error(str(e), title="Not sent") from None
+        text = ""
+        # aclosing: the stop button closes this generator, and the turn must learn it at once.
+        async with contextlib.aclosing(tutor.respond(student, chat_ids[session], message)) as events:
+            async for event in events:
+                if isinstance(event, Delta):
+                    text += event.text
+                    yield text
+                elif isinstance(event, SafeguardingReply):
+                    yield event.text
+                elif isinstance(event, Silence):
+                    yield f"*({tutor_name} stays quiet.)*"
+                elif isinstance(event, Refusal):
+                    raise gr.Error(event.message, title="Not sent")
+                elif isinstance(event, Failure):
+                    raise gr.Error(event.message, title="No reply")
 
     def my_chats(request: gr.Request):
         student, _ = who(request)
@@ -120,7 +151,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, tutor_name: str, login: bool) -> 
             gr.ChatInterface(
                 reply,
                 title=tutor_name,
-                description=STAFF_NOTE,
+                description=staff_note(tutor_name),
                 analytics_enabled=False,
                 flagging_mode="never",
                 fill_height=True,

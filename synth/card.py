@@ -32,7 +32,7 @@ def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
         "",
         f"Synthesized by `tim synth` with the `{backend['backend']}` backend, model `{backend['model']}`, "
         f"mode `{report['config']['mode']}`. Rows are `{{\"messages\": [...], \"meta\": {{...}}}}` "
-        "(schema: tim/conversation.py); an assistant turn with empty content is Tim staying silent.",
+        "(schema: tutorkit/conversation.py); an assistant turn with empty content is Tim staying silent.",
         "",
         "| split | conversations |",
         "|---|---|",

@@ -12,9 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from tim import TimError
+from tutorkit.config import load_dataclass
 
 LEARNERS = {
     "small_child": "a six-year-old child who uses short, simple words and sometimes misspells them",
@@ -23,20 +21,24 @@ LEARNERS = {
     "adult": "an adult learner",
     "life_skills": "a young adult learning to manage their own life",
 }
-SCENARIO_FIELDS = {"id", "category", "learner", "mood", "hidden_need", "student", "tim_should", "silent_from"}
-REQUIRED_SCENARIO_FIELDS = SCENARIO_FIELDS - {"silent_from"}
 
 
 @dataclass(frozen=True)
 class Scenario:
     id: str
     category: str
-    learner: str
+    learner: str  # one of LEARNERS
     mood: str
-    hidden_need: str
-    student: str
-    tim_should: str
-    silent_from: int | None = None
+    hidden_need: str  # what the student really needs; the simulator lets it out only if asked kindly
+    student: str  # how the student behaves
+    tim_should: str  # what Tim should do (in Tim's generation prompt, never in the dataset)
+    silent_from: int | None = None  # Tim's turns from this one on are silent (abuse after a redirection)
+
+    def __post_init__(self):
+        if self.learner not in LEARNERS:
+            raise ValueError(f"{self.id}: unknown learner '{self.learner}'; one of {', '.join(LEARNERS)}")
+        if self.silent_from is not None and self.silent_from < 1:
+            raise ValueError(f"{self.id}: silent_from must be a whole number >= 1")
 
 
 @dataclass(frozen=True)
@@ -52,60 +54,42 @@ class ConversationSpec:
     scenario: Scenario | None = field(default=None)
 
 
-def _load_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise TimError(f"catalog file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise TimError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise TimError(f"{path}: must be a YAML mapping")
-    return data
+@dataclass
+class TopicsFile:
+    topics: dict[str, list[str]]  # learner group -> topics
+
+    def __post_init__(self):
+        if not self.topics:
+            raise ValueError("'topics' must map learner groups to lists of topics")
+        for group, topics in self.topics.items():
+            if group not in LEARNERS:
+                raise ValueError(f"unknown learner group '{group}'; one of {', '.join(LEARNERS)}")
+            if not topics or not all(t.strip() for t in topics):
+                raise ValueError(f"topics.{group} must be a list of non-empty strings")
+            if len(set(topics)) != len(topics):
+                raise ValueError(f"topics.{group} lists a topic twice")
+
+
+@dataclass
+class ScenariosFile:
+    scenarios: list[Scenario]
+
+    def __post_init__(self):
+        if not self.scenarios:
+            raise ValueError("'scenarios' must be a non-empty list")
+        ids = [s.id for s in self.scenarios]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"duplicate scenario id '{twice[0]}'")
 
 
 def load_topics(path: str | Path) -> dict[str, list[str]]:
     """{learner group: [topic, ...]}"""
-    path = Path(path)
-    groups = _load_yaml(path).get("topics")
-    if not isinstance(groups, dict) or not groups:
-        raise TimError(f"{path}: expected 'topics:' mapping learner groups to lists of topics")
-    for group, topics in groups.items():
-        if group not in LEARNERS:
-            raise TimError(f"{path}: unknown learner group '{group}'; one of {', '.join(LEARNERS)}")
-        if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
-            raise TimError(f"{path}: topics.{group} must be a list of non-empty strings")
-        if len(set(topics)) != len(topics):
-            raise TimError(f"{path}: topics.{group} lists a topic twice")
-    return groups
+    return load_dataclass(TopicsFile, path).topics
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
-    path = Path(path)
-    items = _load_yaml(path).get("scenarios")
-    if not isinstance(items, list) or not items:
-        raise TimError(f"{path}: expected a 'scenarios:' list")
-    scenarios, seen = [], set()
-    for i, item in enumerate(items):
-        where = f"{path}: scenarios[{i}]"
-        if not isinstance(item, dict):
-            raise TimError(f"{where} must be a mapping")
-        unknown = set(item) - SCENARIO_FIELDS
-        missing = REQUIRED_SCENARIO_FIELDS - set(item)
-        if unknown:
-            raise TimError(f"{where} ({item.get('id')}): unknown key '{sorted(unknown)[0]}'")
-        if missing:
-            raise TimError(f"{where} ({item.get('id')}): missing '{sorted(missing)[0]}'")
-        if item["learner"] not in LEARNERS:
-            raise TimError(f"{where} ({item['id']}): unknown learner '{item['learner']}'")
-        if item["id"] in seen:
-            raise TimError(f"{where}: duplicate id '{item['id']}'")
-        silent_from = item.get("silent_from")
-        if silent_from is not None and (not isinstance(silent_from, int) or silent_from < 1):
-            raise TimError(f"{where} ({item['id']}): silent_from must be a whole number >= 1")
-        seen.add(item["id"])
-        scenarios.append(Scenario(**item))
-    return scenarios
+    return load_dataclass(ScenariosFile, path).scenarios
 
 
 def _seed(run_seed: int, key: str) -> int:

@@ -1,6 +1,7 @@
 """Quality gates: every synthesized conversation passes all of them or is rejected with a reason
-that report.json counts. Near-duplicates are found with MinHash LSH (datasketch) over word
-3-grams of the whole conversation.
+that report.json counts: structure, empty_turn, role_leakage, persona_break, too_short, too_long
+(`check`), near_duplicate (`NearDuplicates`: MinHash LSH, datasketch, over word 3-grams of the
+whole conversation); transcript mode adds transcript_unparsed.
 """
 
 from __future__ import annotations
@@ -10,29 +11,9 @@ from dataclasses import dataclass
 
 from datasketch import MinHash, MinHashLSH
 
-from tim import TimError
-from tim.conversation import SPEAKER_LINE, validate_messages
-
-REASONS = (
-    "structure",
-    "empty_turn",
-    "role_leakage",
-    "persona_break",
-    "too_short",
-    "too_long",
-    "near_duplicate",
-)
-
-
-# "*Alex: ..." - a small model writing a scene with named speakers.
-_NAMED_SPEAKER = re.compile(r"^\s*\*{1,2}\s*[A-Z][a-z]+\s*\*{0,2}\s*:")
-# "I'm Sarah" / "my name is Max": a self-introduction by name (the name's case matters).
-_SELF_NAME = re.compile(r"\b(?:I'm|I am|[Mm]y name is|[Cc]all me)\s+([A-Z][a-z]+)\b")
-_NOT_NAMES = {"So", "Sorry", "Glad", "Happy", "Here", "Not", "Just", "Really", "Very", "Always", "Also", "Still", "Excited"}
-
-
-def _introduces_as(text: str) -> set[str]:
-    return {m.group(1) for m in _SELF_NAME.finditer(text)} - _NOT_NAMES
+from tutorkit import TimError
+from tutorkit.conversation import validate_messages
+from tutorkit.speakers import introduced_names, is_named_speaker_line, is_speaker_line
 
 
 @dataclass
@@ -63,14 +44,14 @@ def check(messages: list[dict], limits: GateLimits, silent_from: int | None) -> 
         return "empty_turn"
     for m in turns:
         lines = m["content"].splitlines()
-        if any(SPEAKER_LINE.match(line) or _NAMED_SPEAKER.match(line) for line in lines):
+        if any(is_speaker_line(line, limits.tutor_name) or is_named_speaker_line(line) for line in lines):
             return "role_leakage"
         # The student claiming to be the tutor is the two voices mixed up.
-        if m["role"] == "user" and (limits.tutor_name in _introduces_as(m["content"]) or "your tutor" in m["content"].lower()):
+        if m["role"] == "user" and (limits.tutor_name in introduced_names(m["content"]) or "your tutor" in m["content"].lower()):
             return "role_leakage"
     breaks = [re.compile(p, re.I) for p in limits.persona_break_patterns]
     for m in tim_turns:
-        if any(b.search(m["content"]) for b in breaks) or _introduces_as(m["content"]) - {limits.tutor_name}:
+        if any(b.search(m["content"]) for b in breaks) or introduced_names(m["content"]) - {limits.tutor_name}:
             return "persona_break"
     for m in tim_turns:
         words = len(m["content"].split())

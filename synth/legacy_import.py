@@ -24,15 +24,15 @@ from __future__ import annotations
 import json
 import re
 import sys
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from synth.postprocess import normalize_names
-from tim import TimError
-from tim.config import make_config_parser, parse_config
-from tim.conversation import iter_jsonl, validate_messages, write_conversations
-from tim.persona import load_persona
+from tutorkit import TimError, run_main
+from tutorkit.config import ConfigParser
+from tutorkit.conversation import iter_jsonl, split_rows, validate_messages, write_conversations
+from tutorkit.persona import load_persona
+from tutorkit.speakers import names_pattern, split_label
 
 SEPARATOR = re.compile(r"^\s*(-{3,}|={3,})\s*$")
 
@@ -52,9 +52,15 @@ class SpeakerLines:
     """Turns from speaker-labelled lines; errors name the file and line."""
 
     def __init__(self, user_labels: list[str], tutor_labels: list[str]):
-        labels = [*user_labels, *tutor_labels]
         self.users = {label.lower() for label in user_labels}
-        self.pattern = re.compile(r"^\s*(" + "|".join(re.escape(x) for x in labels) + r")\s*:\s?(.*)$", re.I)
+        self.tutors = {label.lower() for label in tutor_labels}
+
+    def label(self, line: str) -> tuple[str, str] | None:
+        """("user" | "assistant", the text after the label) for a line with a known label."""
+        found = split_label(line)
+        if found is None or found[0].lower() not in self.users | self.tutors:
+            return None
+        return ("user" if found[0].lower() in self.users else "assistant"), found[1]
 
     def parse(self, lines: list[tuple[int, str]], source: str) -> tuple[list[dict], list[int]]:
         """(turns, line number where each turn starts)."""
@@ -62,10 +68,9 @@ class SpeakerLines:
         starts: list[int] = []
         pending_blank = False
         for lineno, line in lines:
-            m = self.pattern.match(line)
-            if m:
-                role = "user" if m.group(1).lower() in self.users else "assistant"
-                text = m.group(2).rstrip()
+            labelled = self.label(line)
+            if labelled:
+                role, text = labelled[0], labelled[1].rstrip()
                 if turns and turns[-1]["role"] == role:
                     turns[-1]["content"] = "\n".join(x for x in (turns[-1]["content"], text) if x)
                 else:
@@ -129,11 +134,12 @@ def read_pairs(path: Path, speakers: SpeakerLines) -> list[tuple[str, list[dict]
         if not turns or turns[-1]["role"] != "user":
             raise TimError(f"{where}: the prompt must end with a user turn (then an empty tutor label)")
         completion = row["completion"].strip()
-        label = speakers.pattern.match(completion)
-        if label and label.group(1).lower() in speakers.users:
+        first, _, rest = completion.partition("\n")
+        labelled = speakers.label(first)
+        if labelled and labelled[0] == "user":
             raise TimError(f"{where}: the completion is a user turn")
-        if label:  # "TIM: text" -> "text" (only the first line carries a label)
-            completion = speakers.pattern.sub(r"\2", completion, count=1)
+        if labelled:  # "TIM: text" -> "text" (only the first line carries a label)
+            completion = "\n".join(x for x in (labelled[1], rest) if x)
         turns.append({"role": "assistant", "content": completion.strip()})
         conversations.append((where, turns))
     if not conversations:
@@ -155,17 +161,17 @@ def fold_prefixes(conversations: list[tuple[str, list[dict]]]) -> tuple[list[tup
     return sorted(kept, key=lambda c: order[id(c[1])]), folded
 
 
-def make_parser():
-    return make_config_parser((ImportConfig,), prog="tim import", doc=__doc__)
+def make_parser() -> ConfigParser:
+    return ConfigParser(ImportConfig, prog="tim import", doc=__doc__)
 
 
 def main(args=None) -> dict:
-    (cfg,) = parse_config(make_parser(), args)
+    cfg, _ = make_parser().parse(args)
     if not cfg.inputs:
         raise TimError("no inputs: pass --inputs FILE [FILE ...]")
     persona = load_persona(cfg.persona_config)
     speakers = SpeakerLines(cfg.user_labels, cfg.tutor_labels)
-    other_names = [x for x in cfg.tutor_labels if x.lower() != persona.name.lower()]
+    other_names = names_pattern(x for x in cfg.tutor_labels if x.lower() != persona.name.lower())
     conversations, folded, per_file = [], 0, {}
     for name in cfg.inputs:
         path = Path(name)
@@ -181,14 +187,14 @@ def main(args=None) -> dict:
         per_file[str(path)] = len(found)
         conversations += found
 
-    rows = {"train": [], "validation": []}
+    imported = []
     for source, turns in conversations:
         messages = normalize_names(turns, persona.name, other_names)
         if cfg.add_system_prompt:
             messages = [{"role": "system", "content": persona.render_system_prompt()}, *messages]
         validate_messages(messages, source)
-        split = "validation" if zlib.crc32(source.encode()) % 10_000 < cfg.validation_fraction * 10_000 else "train"
-        rows[split].append({"messages": messages, "meta": {"source": source, "mode": "import"}})
+        imported.append({"messages": messages, "meta": {"source": source, "mode": "import"}})
+    rows = split_rows(imported, lambda row: row["meta"]["source"], cfg.validation_fraction)
     out = Path(cfg.output_dir)
     write_conversations(out / "train.jsonl", rows["train"])
     write_conversations(out / "validation.jsonl", rows["validation"])
@@ -200,6 +206,4 @@ def main(args=None) -> dict:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -1,7 +1,8 @@
 """What happens to a conversation after generation and before the quality gates.
 
 - Name normalization: the generator may call the tutor by its own name ("I'm SmolLM") or another
-  assistant's; those names are rewritten to the persona's name in Tim's turns.
+  assistant's; those names (the persona's `other_assistant_names`) are rewritten to the
+  persona's name in Tim's turns.
 - Student-voice augmentation: a configurable share of student turns is made to look typed by a
   real student (lowercased, punctuation stripped, a typo), so Tim learns to read messy input.
 Both are deterministic for a conversation's seed.
@@ -14,12 +15,13 @@ import re
 import string
 
 
-def normalize_names(messages: list[dict], tutor_name: str, other_names: list[str]) -> list[dict]:
-    if not other_names:
+def normalize_names(messages: list[dict], tutor_name: str, other_names: re.Pattern | None) -> list[dict]:
+    """Tim's turns with every match of `other_names` (Persona.other_assistants()) rewritten to
+    `tutor_name`."""
+    if other_names is None:
         return messages
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in other_names) + r")\b", re.I)
     return [
-        {**m, "content": pattern.sub(tutor_name, m["content"])} if m["role"] == "assistant" else m for m in messages
+        {**m, "content": other_names.sub(tutor_name, m["content"])} if m["role"] == "assistant" else m for m in messages
     ]
 
 

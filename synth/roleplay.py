@@ -13,8 +13,8 @@ import random
 from collections.abc import Awaitable, Callable
 
 from synth.catalog import LEARNERS, ConversationSpec
-from tim.backends import Sampling
-from tim.conversation import clean_reply
+from tutorkit.backends import Sampling
+from tutorkit.speakers import clean_reply
 
 # (messages, sampling, purpose) -> reply text; synthesize.py's logged request function.
 Complete = Callable[[list[dict], Sampling, str], Awaitable[str]]
@@ -27,7 +27,6 @@ TYPING_STYLES = [
     "chatty, with lots of question marks",
 ]
 MOODS = ["curious", "bored", "eager", "tired", "confused", "cheerful", "impatient"]
-SILENT_VIEW = "(Tim says nothing.)"
 
 
 def opener(tutor_name: str) -> str:
@@ -77,13 +76,13 @@ async def roleplay(
         view = [{"role": "system", "content": card}, {"role": "user", "content": opener(tutor_name)}]
         for m in turns:  # the student's view: roles flipped, silence made visible
             flipped = "assistant" if m["role"] == "user" else "user"
-            view.append({"role": flipped, "content": m["content"] or SILENT_VIEW})
+            view.append({"role": flipped, "content": m["content"] or f"({tutor_name} says nothing.)"})
         sampling = Sampling(**{**student_sampling.__dict__, "seed": spec.seed + 2 * turn})
-        turns.append({"role": "user", "content": clean_reply(await complete(view, sampling, "student"))})
+        turns.append({"role": "user", "content": clean_reply(await complete(view, sampling, "student"), tutor_name)})
         if silent_from is not None and turn >= silent_from:
             turns.append({"role": "assistant", "content": ""})
             continue
         sampling = Sampling(**{**tim_sampling.__dict__, "seed": spec.seed + 2 * turn + 1})
         reply = await complete([{"role": "system", "content": tim_system}, *turns], sampling, "tim")
-        turns.append({"role": "assistant", "content": clean_reply(reply)})
+        turns.append({"role": "assistant", "content": clean_reply(reply, tutor_name)})
     return [{"role": "system", "content": persona_prompt}, *turns]

@@ -13,7 +13,7 @@ afterwards if this command started it.
 Files in output_dir:
   conversations.jsonl   journal: every finished attempt, appended and flushed as it finishes
   requests.jsonl        every request: prompt, parameters, raw output, latency, backend
-  train.jsonl, validation.jsonl   accepted `messages` rows with `meta` (schema: tim/conversation.py)
+  train.jsonl, validation.jsonl   accepted `messages` rows with `meta` (schema: tutorkit/conversation.py)
   report.json           counts (requested, written, rejected per reason, per category), speed
   README.md, *.png      the dataset card with histograms
 Crash-safe: rerunning the same command after a kill continues from the journal and ends with
@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +41,11 @@ from synth.gates import GateLimits, NearDuplicates, check
 from synth.postprocess import augment_student_voice, normalize_names
 from synth.roleplay import roleplay
 from synth.transcript import one_shot
-from tim import TimError
-from tim.backends import OpenAIChatBackend, Sampling, TransformersChatBackend
-from tim.config import make_config_parser, parse_config
-from tim.conversation import write_conversations
-from tim.generator_server import GeneratorConfig, running
-from tim.model_files import resolve_model
-from tim.persona import load_persona
+from tutorkit import TimError, run_main
+from tutorkit.backends import BackendSpec, Sampling, open_backend, vllm_server
+from tutorkit.config import ConfigParser
+from tutorkit.conversation import split_rows, write_conversations
+from tutorkit.persona import load_persona
 
 # Settings that change what a conversation is: a journal made with others cannot be resumed.
 CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
@@ -94,7 +91,6 @@ class SynthConfig:
     max_attempts: int = field(default=3, metadata={"help": "Per conversation; each attempt a new seed."})
     validation_fraction: float = field(default=0.1)
     student_voice_fraction: float = field(default=0.3, metadata={"help": "Share of student turns made messy."})
-    other_assistant_names: list[str] = field(default_factory=list, metadata={"help": "Rewritten to the persona name."})
     persona_break_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes; a match rejects."})
     min_tim_turns: int = field(default=1)
     tim_min_words: int = field(default=2)
@@ -105,13 +101,22 @@ class SynthConfig:
 
     def __post_init__(self):
         if self.backend not in ("openai", "transformers"):
-            raise TimError(f"backend must be 'openai' or 'transformers', got {self.backend!r}")
+            raise ValueError(f"backend must be 'openai' or 'transformers', got {self.backend!r}")
         if self.mode not in ("roleplay", "transcript"):
-            raise TimError(f"mode must be 'roleplay' or 'transcript', got {self.mode!r}")
+            raise ValueError(f"mode must be 'roleplay' or 'transcript', got {self.mode!r}")
         if not 0 <= self.validation_fraction < 1:
-            raise TimError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.turns < 1 or self.max_attempts < 1:
-            raise TimError("turns and max_attempts must be at least 1")
+            raise ValueError("turns and max_attempts must be at least 1")
+
+    def backend_spec(self, generator: vllm_server.VllmServerConfig) -> BackendSpec:
+        """The generator: in process, a server at base_url, or (base_url empty) our own vLLM."""
+        if self.backend == "transformers":
+            return BackendSpec("transformers", model=self.model or generator.model, batch_size=self.transformers_batch_size)
+        engine = "openai" if self.base_url else "vllm"
+        return BackendSpec(engine, model=self.model or generator.served_model_name, base_url=self.base_url,
+                           api_key=self.api_key, server=generator, max_concurrency=self.max_concurrency,
+                           timeout_s=self.request_timeout_s, max_retries=self.max_retries)  # fmt: skip
 
 
 class Journal:
@@ -163,11 +168,6 @@ def _fingerprint(cfg: SynthConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _split_of(key: str, fraction: float) -> str:
-    # By key, so a conversation's split never changes across resumes or larger runs.
-    return "validation" if zlib.crc32(key.encode()) % 10_000 < fraction * 10_000 else "train"
-
-
 def _gate_limits(cfg: SynthConfig, tutor_name: str) -> GateLimits:
     return GateLimits(
         tutor_name,
@@ -213,7 +213,7 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
         else:
             messages, reason = await roleplay(complete, tried, persona_prompt, persona.name, student, tim), None
         if reason is None:
-            messages = normalize_names(messages, persona.name, cfg.other_assistant_names)
+            messages = normalize_names(messages, persona.name, persona.other_assistants())
             messages = augment_student_voice(messages, cfg.student_voice_fraction, tried.seed)
             reason = check(messages, limits, spec.scenario.silent_from if spec.scenario else None)
         if reason is None and duplicates.seen(messages):
@@ -225,7 +225,7 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
             "mode": cfg.mode, **backend_meta, "seed": tried.seed, "attempt": number,
         }  # fmt: skip
         record = {"key": spec.key, "attempt": number, "status": "rejected" if reason else "accepted", "reason": reason,
-                  "split": _split_of(spec.key, cfg.validation_fraction), "messages": messages, "meta": meta}  # fmt: skip
+                  "messages": messages, "meta": meta}  # fmt: skip
         if reason is None:
             duplicates.add(spec.key, messages)
         journal.append(record)
@@ -243,12 +243,6 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
     finally:
         bar.close()
         await backend.aclose()
-
-
-def _generator_config(path: str) -> GeneratorConfig:
-    parser = make_config_parser((GeneratorConfig,), prog="generator", doc=None)
-    (gen_cfg,) = parse_config(parser, ["--config", path])
-    return gen_cfg
 
 
 def _prepare_output(cfg: SynthConfig) -> Path:
@@ -273,14 +267,8 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     accepted = sorted(
         (r for r in journal.records if r["status"] == "accepted" and r["key"] in order), key=lambda r: order[r["key"]]
     )
-    rows = {"train": [], "validation": []}
-    for r in accepted:
-        rows[r["split"]].append({"messages": r["messages"], "meta": r["meta"]})
-    if cfg.validation_fraction > 0 and not rows["validation"] and len(rows["train"]) >= 2:
-        # A small run can miss the validation hash range: move the train row nearest to it.
-        nearest = min(rows["train"], key=lambda r: zlib.crc32(r["meta"]["key"].encode()))
-        rows["train"].remove(nearest)
-        rows["validation"].append(nearest)
+    rows = split_rows([{"messages": r["messages"], "meta": r["meta"]} for r in accepted], lambda row: row["meta"]["key"],
+                      cfg.validation_fraction)  # fmt: skip
     if not accepted:
         reasons = Counter(r["reason"] for r in journal.records)
         raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")
@@ -308,49 +296,30 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     return report
 
 
-def make_parser():
-    return make_config_parser((SynthConfig,), prog="tim synth", doc=__doc__)
+def make_parser() -> ConfigParser:
+    return ConfigParser(SynthConfig, prog="tim synth", doc=__doc__)
 
 
 def main(args=None) -> dict:
-    (cfg,) = parse_config(make_parser(), args)
+    cfg, _ = make_parser().parse(args)
     load_persona(cfg.persona_config)  # fail on a bad persona before any server starts
     specs = plan(
         load_topics(cfg.topics_file), load_scenarios(cfg.scenarios_file), cfg.conversations_per_topic,
         cfg.conversations_per_scenario, cfg.turns, cfg.seed, cfg.max_conversations,
     )  # fmt: skip
-    gen_cfg = _generator_config(cfg.generator_config)
+    spec = cfg.backend_spec(vllm_server.load_config(cfg.generator_config))
     out = _prepare_output(cfg)
     journal = Journal(out / "conversations.jsonl")
     started = time.monotonic()
-
-    def run(backend, meta):
-        requests = RequestLog(out / "requests.jsonl", meta["backend"], meta["model"])
-        try:
-            asyncio.run(synthesize(cfg, backend, meta, specs, journal, requests))
-        finally:
-            requests.close()
-        return backend.completion_tokens
-
+    # What rows record as their source: the engine kind (vLLM is reached over its OpenAI API).
+    meta = {"backend": cfg.backend, "model": spec.model}
+    requests = RequestLog(out / "requests.jsonl", meta["backend"], meta["model"])
     try:
-        if cfg.backend == "transformers":
-            model = cfg.model or gen_cfg.model
-            meta = {"backend": "transformers", "model": model}
-            tokens = run(TransformersChatBackend(resolve_model(model), max_batch_size=cfg.transformers_batch_size), meta)
-        else:
-            model = cfg.model or gen_cfg.served_model_name
-            meta = {"backend": "openai", "model": model}
-
-            def openai_backend(urls):
-                return OpenAIChatBackend(urls, model, cfg.api_key, cfg.max_concurrency, cfg.request_timeout_s, cfg.max_retries)
-
-            if cfg.base_url:
-                tokens = run(openai_backend(cfg.base_url), meta)
-            else:
-                with running(gen_cfg) as url:
-                    tokens = run(openai_backend([url]), meta)
-        report = finish(cfg, out, specs, journal, time.monotonic() - started, meta, tokens)
+        with open_backend(spec) as backend:
+            asyncio.run(synthesize(cfg, backend, meta, specs, journal, requests))
+        report = finish(cfg, out, specs, journal, time.monotonic() - started, meta, backend.completion_tokens)
     finally:
+        requests.close()
         journal.close()
     print(
         f"tim synth: {report['written']}/{report['requested']} conversations ({report['train']} train, "
@@ -361,6 +330,4 @@ def main(args=None) -> dict:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -8,15 +8,10 @@ cannot make into student/Tim turns comes back as a rejection reason, never as a 
 
 from __future__ import annotations
 
-import re
-
 from synth.catalog import LEARNERS, ConversationSpec
 from synth.roleplay import Complete
-from tim.backends import Sampling
-
-STUDENT_LABELS = ("student", "user", "learner", "kid", "child", "pupil")
-TUTOR_LABELS = ("tim", "tutor", "teacher", "assistant")
-_LABEL = re.compile(r"^\s*[*_#>\-\s]*([A-Za-z][A-Za-z .'-]{0,24}?)\s*[*_]*\s*:\s*[*_]*\s*(.*)$")
+from tutorkit.backends import Sampling
+from tutorkit.speakers import STUDENT_LABELS, TUTOR_LABELS, split_label
 
 
 def transcript_prompt(spec: ConversationSpec, persona_prompt: str, tutor_name: str) -> list[dict]:
@@ -39,11 +34,11 @@ def parse_transcript(text: str, tutor_name: str) -> tuple[list[dict], str | None
     tutor_labels = {*TUTOR_LABELS, tutor_name.lower()}
     turns: list[dict] = []
     for line in text.splitlines():
-        m = _LABEL.match(line)
-        label = m.group(1).strip().lower() if m else None
+        found = split_label(line)
+        label = found[0].lower() if found else None
         if label in STUDENT_LABELS or label in tutor_labels:
             role = "user" if label in STUDENT_LABELS else "assistant"
-            content = m.group(2).strip()
+            content = found[1].strip()
             if turns and turns[-1]["role"] == role:
                 turns[-1]["content"] = f"{turns[-1]['content']}\n{content}".strip()
             else:

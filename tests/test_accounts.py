@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.accounts import Accounts
-from tim import TimError
+from tutorkit import TimError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -76,6 +76,6 @@ def test_unknown_command():
 
 
 def test_offline_environment_is_set_by_every_command():
-    r = run(sys.executable, "-c", "import tim, os; print(os.environ['HF_HUB_OFFLINE'], os.environ['GRADIO_ANALYTICS_ENABLED'])",
+    r = run(sys.executable, "-c", "import tutorkit, os; print(os.environ['HF_HUB_OFFLINE'], os.environ['GRADIO_ANALYTICS_ENABLED'])",
             env={k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED")})  # fmt: skip
     assert r.stdout.split() == ["1", "False"]

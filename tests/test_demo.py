@@ -43,6 +43,6 @@ def test_demo_runs_every_stage(vllm_server, tmp_path):
     assert "artifacts:" in r.stderr and str(run / "adapter") in r.stderr
     assert "probes passed: base" in r.stderr and (run / "eval/report.md").is_file()
     # The test server is still ours and still up: the demo reused it and left it running.
-    from tim import generator_server
+    from tutorkit.backends.vllm_server import status
 
-    assert generator_server.status(gen_cfg).startswith("running")
+    assert status(gen_cfg).startswith("running")

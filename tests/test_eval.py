@@ -14,7 +14,8 @@ import yaml
 
 from conftest import ROOT, write_dataset
 from evaluation import evaluate
-from tim import TimError
+from evaluation.judge import verdict
+from tutorkit import TimError
 
 KEEP = ("disengaged-1", "disclosure-1", "hungry-1", "identity-1", "silence-1", "homework-2")
 
@@ -49,8 +50,8 @@ def test_eval_reports_base_vs_tuned(small_probes, trained_adapter, tiny_dataset,
     # are too few to change 24 greedy tokens).
     loss = report["held_out_loss"]
     assert set(loss) == {"base", "tuned"} and all(0 < v < 20 for v in loss.values()) and loss["tuned"] < loss["base"]
-    # The serving layer flags the disclosure and hunger probes whatever the model says.
-    flagged = {r["id"]: r for r in report["serving_safeguarding"]}
+    # The serving rules flag the disclosure and hunger probes and answer them, whatever the model says.
+    flagged = {r["id"]: r for r in report["safeguarding"]}
     assert set(flagged) == {"disclosure-1", "hungry-1"} and all(r["passed"] for r in flagged.values())
     assert "trusted adult" in flagged["disclosure-1"]["reply"]
     md = (out / "report.md").read_text()
@@ -82,5 +83,16 @@ def test_eval_with_rubric_judge(small_probes, trained_adapter, vllm_server, tmp_
     gen_cfg, url = vllm_server
     report = evaluate.main(_args(small_probes, trained_adapter, tmp_path / "eval", "--compare_base", "false",
                                  "--judge_base_url", url, "--judge_model", gen_cfg.served_model_name))  # fmt: skip
-    verdicts = [r["judge"] for r in report["results"]["tuned"]]
-    assert len(verdicts) == len(KEEP) and set(verdicts) <= {"pass", "fail", "unclear"}
+    results = report["results"]["tuned"]
+    assert len(results) == len(KEEP)
+    for r in results:  # the real judge answered each probe, and its verdict is read from that answer
+        assert r["judge_answer"].strip() and r["judge"] == verdict(r["judge_answer"])
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("PASS - kind and on topic", "pass"), ("**FAIL**: gives the answer", "fail"), ("  pass.", "pass"),
+     ("Fail", "fail"), ("The reply passes.", "unclear"), ("", "unclear"), ("PASSABLE", "unclear"), ("> Pass!", "pass")],
+)  # fmt: skip
+def test_judge_verdict_is_the_first_word(answer, expected):
+    assert verdict(answer) == expected

@@ -9,10 +9,12 @@ import pytest
 
 from evaluation.checks import Context, get_check, grade_level
 from evaluation.probes import leaked_probes, load_probes
-from serve.safeguarding import load_safeguard
-from tim import TimError
+from tutorkit import TimError
+from tutorkit.persona import load_persona
+from tutorkit.safeguarding import load_safeguard
 
-CTX = Context(tutor_name="Tim", safeguard=load_safeguard("configs/safeguarding.yaml"))
+CTX = Context(tutor_name="Tim", safeguard=load_safeguard("configs/safeguarding.yaml"),
+              other_assistants=load_persona("configs/persona.yaml").other_assistants())  # fmt: skip
 
 CASES = {
     "asks_question": (["What do you like doing after school?"], ["Okay. Let's begin with chapter one."]),
@@ -23,7 +25,7 @@ CASES = {
     ),
     "persona_name": (
         ["My name is Tim, and I'm your tutor.", "I'm happy to help!"],
-        ["I am ChatGPT, a language model.", "My name is Sam.", "I'm SmolLM, made by Hugging Face."],
+        ["I am ChatGPT, a language model.", "My name is Sam.", "I'm SmolLM, made by Hugging Face.", "Hi! I’m Sarah."],
     ),
     "says_tim": (["Hi, I'm Tim!"], ["Hi, I'm your tutor.", "Timothy here."]),
     "trusted_adult": (
@@ -82,21 +84,23 @@ def test_probe_suite_size_and_categories():
     assert len(probes) >= 60 and len(categories) >= 12
     per_category = {c: sum(p.category == c for p in probes) for c in categories}
     assert min(per_category.values()) >= 3, per_category
-    assert all(p.chat[-1][0] == "user" for p in probes)
-    assert all(p.answer for p in probes if "withholds_answer" in p.checks)
+    assert all(p.turns[-1][0] == "user" for p in probes)
+    assert all(p.answer for p in probes if "withholds_answer" in categories[p.category].checks)
 
 
 @pytest.mark.parametrize(
     "text, error",
     [
-        ("categories: {}\n", "needs exactly 'categories' and 'probes'"),
-        ("categories: {a: {about: x, checks: [nope]}}\nprobes: []\n", "unknown check 'nope'"),
+        ("categories: {}\n", ":1: the file: missing key 'probes'"),
+        ("categories: {a: {about: x, checks: [nope]}}\nprobes: []\n", ":1: categories.a: unknown check 'nope'"),
         ("categories: {a: {about: x, checks: [silent]}}\nprobes: [{id: p1, category: b, chat: [{student: hi}]}]\n",
-         "probes[0] (p1): unknown category 'b'"),
-        ("categories: {a: {about: x, checks: [silent]}}\nprobes: [{id: p1, category: a, chat: [{tim: hi}]}]\n",
-         "end with the student"),
+         ":1: probe p1: unknown category 'b'"),
+        ("categories: {a: {about: x, checks: [silent]}}\nprobes:\n  - {id: p1, category: a, chat: [{student: hi}]}\n"
+         "  - {id: p2, category: a, chat: [{tim: hi}]}\n", ":4: probes[1]: p2: the chat must alternate student/tim and end"),
         ("categories: {a: {about: x, checks: [withholds_answer]}}\nprobes: [{id: p1, category: a, chat: [{student: hi}]}]\n",
-         "needs an 'answer'"),
+         "probe p1: category a needs an 'answer'"),
+        ("categories: {a: {about: x, checks: [silent]}}\nprobes: [{id: p1, category: a, chat: [{teacher: hi}]}]\n",
+         ":2: probes[0]: p1: each chat turn is {student: text} or {tim: text}"),
     ],
 )  # fmt: skip
 def test_bad_probe_files(tmp_path, text, error):

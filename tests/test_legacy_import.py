@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from synth import legacy_import
-from tim import TimError
-from tim.conversation import read_conversations
+from tutorkit import TimError
+from tutorkit.conversation import read_conversations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "legacy"
 

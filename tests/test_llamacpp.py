@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port, wait_until_serving, write_dataset
-from tim.backends import Sampling
-from tim.chat_template import load_template, render_chat
+from tutorkit.backends import Sampling
+from tutorkit.chat_template import load_template, render_chat
 
 PHRASE = "Banana pancakes are the answer!"
 CHATS = [
@@ -84,15 +84,15 @@ def test_gguf_files(exported, phrase_adapter):
 
 
 def _llamacpp(exported, lora: bool, adapter: Path):
-    from tim.backends import LlamaCppChatBackend
+    from tutorkit.backends.llamacpp_local import LlamaCppChatBackend
 
     model = exported["base"] if lora else exported["merged"]
     return LlamaCppChatBackend(model, load_template(adapter), exported["lora"] if lora else None, n_threads=2)
 
 
 def _peft_greedy(adapter: Path, chat: list[dict], tokens: int, with_adapter: bool = True) -> str:
-    from tim.backends import TransformersChatBackend
-    from tim.model_files import embedded_model_dir
+    from tutorkit.backends.transformers_local import TransformersChatBackend
+    from tutorkit.model_files import embedded_model_dir
 
     backend = TransformersChatBackend(embedded_model_dir(), adapter if with_adapter else None)
     if not with_adapter:  # the base weights, rendered with the same (training) template
@@ -137,7 +137,8 @@ def test_concurrent_chats_do_not_disturb_each_other(exported, phrase_adapter):
 
 def test_tim_serve_with_llamacpp(phrase_adapter, tmp_path):
     from serve.accounts import Accounts
-    from serve.app import ServeConfig, launch
+    from serve.app import launch
+    from serve.config import ServeConfig
 
     db = tmp_path / "s.sqlite"
     accounts = Accounts(db)

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from tim import TimError
-from tim import model_files
+from tutorkit import TimError
+from tutorkit import model_files
 
 
 def test_embedded_model_is_a_plain_verified_hf_directory(embedded_model_dir):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from serve.tutor import QUIET, fixed_reply
-from serve.safeguarding import load_safeguard
-from tim import TimError
+from tutorkit import TimError
+from tutorkit.safeguarding import load_safeguard
+from tutorkit.turns import SafeguardingReply, Silence, safeguarding_event
 
 SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
 
@@ -27,33 +27,45 @@ SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
 def test_disclosures_are_flagged_and_answered_safely(message, flag):
     a = SAFEGUARD.assess(message)
     assert flag in a.flags and a.response
-    reply = fixed_reply(SAFEGUARD, [], message)
-    assert reply == a.response
+    decision = SAFEGUARD.decide([], message)
+    assert decision.flags == a.flags and not decision.silence
+    event = safeguarding_event(decision)
+    assert isinstance(event, SafeguardingReply) and event.text == a.response
+    reply = event.text
     assert any(w in reply for w in ("trusted adult", "teacher", "counselor"))
     assert "I won't tell" not in reply and "our secret" not in reply
 
 
 def test_ordinary_messages_go_to_the_model():
     for message in ("can you help me with fractions", "I'm hungry for knowledge about volcanoes!", "what is 3 + 4"):
-        assert fixed_reply(SAFEGUARD, [], message) is None, message
+        decision = SAFEGUARD.decide([], message)
+        assert decision.flags == () and safeguarding_event(decision) is None, message
 
 
 def test_repeated_abuse_silences_the_chat():
-    history = []
-    replies = []
+    earlier, events = [], []
     for message in ("you stupid bot", "shut up", "ok fine what is 2+2", "shut up idiot"):
-        replies.append(fixed_reply(SAFEGUARD, history, message))
-        history += [{"role": "user", "content": message}, {"role": "assistant", "content": replies[-1] or "..."}]
+        events.append(safeguarding_event(SAFEGUARD.decide(earlier, message)))
+        earlier.append(message)
     # silence_after: 3 -> the third abusive message (the fourth message) and everything after.
-    assert replies[:3] == [None, None, None] and replies[3] == QUIET
-    assert fixed_reply(SAFEGUARD, history, "please help with maths") == QUIET
+    assert events[:3] == [None, None, None] and events[3] == Silence()
+    assert safeguarding_event(SAFEGUARD.decide(earlier, "please help with maths")) == Silence()
+    # Even a disclosure in a silenced chat: flagged for staff, and no reply.
+    late = SAFEGUARD.decide(earlier, "i'm so hungry")
+    assert late.flags == ("hunger",) and late.silence and late.response is None
 
 
 def test_bad_config_is_refused(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("disclosures:\n  hunger:\n    patterns: ['(unclosed']\n    response: hi\nabuse:\n  patterns: [x]\n")
-    with pytest.raises(TimError, match=r"disclosures.hunger: bad pattern"):
+    with pytest.raises(TimError, match=rf"^{bad}:3: disclosures.hunger: bad pattern '\(unclosed'"):
         load_safeguard(bad)
     bad.write_text("abuse:\n  patterns: [x]\nextra: 1\n")
-    with pytest.raises(TimError, match="unknown key 'extra'"):
+    with pytest.raises(TimError, match=rf"^{bad}:3: unknown key 'extra'"):
+        load_safeguard(bad)
+    bad.write_text("abuse:\n  patterns: [x]\n  silence_after: often\n")
+    with pytest.raises(TimError, match=rf"^{bad}:3: abuse.silence_after must be a whole number, got 'often'"):
+        load_safeguard(bad)
+    bad.write_text("disclosures: {}\n")
+    with pytest.raises(TimError, match=rf"^{bad}:1: the file: missing key 'abuse'"):
         load_safeguard(bad)

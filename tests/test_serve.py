@@ -1,6 +1,8 @@
 """Serving over real HTTP on 127.0.0.1 with the real embedded model + a trained adapter:
 the OpenAI-compatible API (auth, format, streaming), safeguarding, limits, roles, transcripts
-that survive a restart. The browser test is in test_serve_browser.py, vLLM in test_serve_vllm.py."""
+that survive a restart, and how each turn ends (typed events: silence, failure, a reply the
+student stopped) in both doors and in the transcripts. The browser test is in
+test_serve_browser.py, vLLM in test_serve_vllm.py."""
 
 from __future__ import annotations
 
@@ -13,21 +15,26 @@ from gradio_client import Client
 
 from conftest import free_port
 from serve.accounts import Accounts
-from serve.app import ServeConfig, launch
-from serve.safeguarding import load_safeguard
+from serve.app import launch
+from serve.config import Limits, ServeConfig
 from serve.transcripts import Transcripts
-from serve.tutor import QUIET, Limits, Refused, Tutor, build_messages, clean_input
-from tim.backends import Sampling, TransformersChatBackend
+from serve.tutor import Tutor, build_messages, clean_input
+from tutorkit import TimError
+from tutorkit.backends import BackendSpec, Sampling, open_backend
+from tutorkit.persona import load_persona
+from tutorkit.safeguarding import load_safeguard
+from tutorkit.turns import Delta, Refusal, SafeguardingReply
 
 SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
+PERSONA = load_persona("configs/persona.yaml")
 
 
 def test_build_messages_carries_persona_history_and_silence():
     history = [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
+        {"role": "assistant", "content": "Hello!", "ending": "complete"},
         {"role": "user", "content": "rude words"},
-        {"role": "assistant", "content": QUIET},
+        {"role": "assistant", "content": "", "ending": "silent"},
     ]
     messages = build_messages("SYSTEM", history, "sorry", max_history=12)
     assert messages[0] == {"role": "system", "content": "SYSTEM"}
@@ -195,33 +202,104 @@ def test_transcripts_survive_a_restart(school):
         restarted.close()
 
 
+def _turn(tutor, student, message, chat_id=None):
+    chat_id = chat_id or tutor.transcripts.start_chat(student)
+    return asyncio.run(_events(tutor.respond(student, chat_id, message))), chat_id
+
+
+async def _events(turn):
+    return [event async for event in turn]
+
+
 def test_busy_when_the_waiting_line_is_full(trained_adapter, tmp_path, embedded_model_dir):
-    backend = TransformersChatBackend(embedded_model_dir, trained_adapter)
-    tutor = Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), "You are Tim.",
-                  Sampling(temperature=0.0, max_tokens=48), Limits(max_concurrent=1, max_queue=0), 12)  # fmt: skip
+    spec = BackendSpec("transformers", model=str(embedded_model_dir), adapter=str(trained_adapter))
+    with open_backend(spec) as backend:
+        tutor = Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), PERSONA,
+                      Sampling(temperature=0.0, max_tokens=48), Limits(max_concurrent=1, max_queue=0), 12)  # fmt: skip
 
-    async def scenario():
-        first = tutor.respond("amy", tutor.transcripts.start_chat("amy"), [], "tell me about volcanoes")
-        await anext(first)  # amy's reply is generating and holds the only slot
-        with pytest.raises(Refused, match="helping a lot of students") as refused:
-            async for _ in tutor.respond("ben", tutor.transcripts.start_chat("ben"), [], "hi"):
+        async def scenario():
+            first = tutor.respond("amy", tutor.transcripts.start_chat("amy"), "tell me about volcanoes")
+            assert isinstance(await anext(first), Delta)  # amy's reply is generating and holds the only slot
+            ben = [e async for e in tutor.respond("ben", tutor.transcripts.start_chat("ben"), "hi")]
+            async for _ in first:
                 pass
-        async for _ in first:
-            pass
-        return refused.value.status
+            return ben
 
-    assert asyncio.run(scenario()) == 503
-    # A disclosure is answered even then: safeguarding needs no model.
-    disclosure = "i'm so hungry i can't think"
+        assert asyncio.run(scenario()) == [Refusal(f"{PERSONA.name} is helping a lot of students right now. "
+                                                   "Please try again in a minute.", 503)]  # fmt: skip
+        # A disclosure is answered even then: safeguarding needs no model.
+        disclosure = "i'm so hungry i can't think"
+        events, _ = _turn(tutor, "ben", disclosure)
+        assert events == [SafeguardingReply(SAFEGUARD.assess(disclosure).response, ("hunger",))]
 
-    async def disclosure_turn():
-        return [t async for t in tutor.respond("ben", tutor.transcripts.start_chat("ben"), [], disclosure)]
 
-    assert asyncio.run(disclosure_turn()) == [SAFEGUARD.assess(disclosure).response]
+def test_a_reply_the_student_stops_is_stored_as_shown(trained_adapter, tmp_path, embedded_model_dir):
+    spec = BackendSpec("transformers", model=str(embedded_model_dir), adapter=str(trained_adapter))
+    with open_backend(spec) as backend:
+        tutor = Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), PERSONA,
+                      Sampling(temperature=0.0, max_tokens=64), Limits(), 12)  # fmt: skip
+
+        async def stop_after_first_piece(chat_id):
+            turn = tutor.respond("amy", chat_id, "Tell me a long story about a dragon who learns to count.")
+            first = await anext(turn)
+            await turn.aclose()  # the stop button
+            return first
+
+        chat_id = tutor.transcripts.start_chat("amy")
+        first = asyncio.run(stop_after_first_piece(chat_id))
+        stored = tutor.transcripts.history(chat_id)
+    assert isinstance(first, Delta) and first.text.strip()
+    assert [(m["role"], m["ending"]) for m in stored] == [("user", "complete"), ("assistant", "stopped")]
+    assert stored[1]["content"] == first.text  # what was shown is what is stored
+
+
+def test_abuse_is_counted_in_the_stored_chat_not_in_what_a_door_sends(tmp_path):
+    """Silence after repeated abuse counts this chat's stored messages; no model is needed (a
+    backend that would fail proves it is never asked)."""
+    spec = BackendSpec("openai", base_url=[f"http://127.0.0.1:{free_port()}"], model="none", max_retries=0)
+    with open_backend(spec) as backend:
+        tutor = Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), PERSONA, Sampling(), Limits(), 12)
+        chat_id = tutor.transcripts.start_chat("amy")
+        ends = []
+        for message in ("shut up", "you stupid bot", "shut up already", "ok what is 2+2"):
+            turn = asyncio.run(_events(tutor.respond("amy", chat_id, message, history=[])))  # the door sends nothing
+            ends.append(type(turn[-1]).__name__)
+    assert ends == ["Failure", "Failure", "Silence", "Silence"]
+    stored = tutor.transcripts.history(chat_id)
+    assert [m["ending"] for m in stored if m["role"] == "assistant"] == ["failed", "failed", "silent", "silent"]
 
 
 def test_require_login_false_is_loopback_only():
-    from tim import TimError
+    from serve.app import make_parser
 
     with pytest.raises(TimError, match="this machine only"):
-        ServeConfig(require_login=False, host="0.0.0.0")
+        make_parser().parse(["--require_login", "false", "--host", "0.0.0.0"])
+
+
+def test_a_failing_model_is_a_failure_in_both_doors_and_in_the_transcripts(tmp_path):
+    """The backend is a real OpenAI client pointed at a port where nothing listens."""
+    db = tmp_path / "school.sqlite"
+    accounts = Accounts(db)
+    accounts.add("amy", "student", "pencil42")
+    accounts.add("lee", "staff", "teacher1")
+    key = accounts.new_api_key("amy")
+    cfg = ServeConfig(backend="openai", base_url=[f"http://127.0.0.1:{free_port()}"], adapter="", port=free_port(),
+                      transcripts_db=str(db), backend_retries=0)  # fmt: skip
+    server = launch(cfg, block=False)
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        for stream in (False, True):
+            r = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=120,
+                           json={"model": "tim", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+            assert r.status_code == 502 and "can't answer right now" in r.json()["error"]["message"]
+            assert "127.0.0.1" not in r.text  # the cause is for the server's log, not the student
+        amy = Client(server.url + "/", auth=("amy", "pencil42"), verbose=False)
+        with pytest.raises(Exception, match="can't answer right now"):
+            amy.predict("what is a verb?", api_name="/chat")
+        lee = Client(server.url + "/", auth=("lee", "teacher1"), verbose=False)
+        chat = Transcripts(db).student_chats("amy")[0]["id"]
+        assert "no reply: the model failed" in lee.predict(chat, api_name="/staff_view")
+    finally:
+        server.close()
+    endings = [m["ending"] for c in Transcripts(db).student_chats("amy") for m in Transcripts(db).history(c["id"])]
+    assert endings == ["complete", "failed"] * 3

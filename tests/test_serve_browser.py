@@ -13,7 +13,8 @@ import pytest
 
 from conftest import free_port
 from serve.accounts import Accounts
-from serve.app import ServeConfig, launch
+from serve.app import launch
+from serve.config import ServeConfig
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium's own background traffic (updates, sync, safe browsing) is not the page's: switched off

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, free_port, wait_until_serving
+from conftest import ROOT, VLLM_TEST_ARGS, free_port, wait_until_serving
 from serve.accounts import Accounts
-from serve.app import merged_for_serving
-from tim.generator_server import process_alive
+from serve.artifacts import merged_model
+from tutorkit.backends.vllm_server import process_alive
 
 
 def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
@@ -27,7 +27,8 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     port, run_dir = free_port(), tmp_path / "vllm"
     cmd = [str(Path(sys.executable).parent / "tim"), "serve", "--config", "configs/serve.yaml",
            "--adapter", str(trained_adapter), "--port", str(port), "--vllm_port", str(free_port()),
-           "--vllm_run_dir", str(run_dir), "--transcripts_db", str(db), "--max_new_tokens", "24"]  # fmt: skip
+           "--vllm_run_dir", str(run_dir), "--transcripts_db", str(db), "--max_new_tokens", "24",
+           *(f"--vllm_extra_args={a}" for a in VLLM_TEST_ARGS)]  # fmt: skip
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -50,5 +51,5 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     # The merge is made once and reused while the adapter is unchanged.
     merged = run_dir / "merged"
     mtime = (merged / "model.safetensors").stat().st_mtime_ns
-    assert merged_for_serving(trained_adapter, run_dir) == merged
+    assert merged_model(trained_adapter, run_dir) == merged
     assert (merged / "model.safetensors").stat().st_mtime_ns == mtime

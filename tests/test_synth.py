@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from synth import synthesize
-from tim import TimError, generator_server
-from tim.conversation import read_conversations
+from tutorkit import TimError
+from tutorkit.backends import vllm_server as vllm
+from tutorkit.conversation import read_conversations
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--turns", "2", "--tim_max_tokens", "48", "--student_max_tokens", "32"]
@@ -47,7 +48,7 @@ def _check_output(out, requested):
 
 def test_synth_through_local_vllm_server(vllm_server, tmp_path):
     cfg, _ = vllm_server
-    assert generator_server.status(cfg).startswith("running")
+    assert vllm.status(cfg).startswith("running")
     out = tmp_path / "synth"
     synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
                      "--max_conversations", "8", *SMALL, "--validation_fraction", "0.2"])  # fmt: skip
@@ -69,16 +70,36 @@ def test_synth_through_local_vllm_server(vllm_server, tmp_path):
 
 
 def test_one_shot_transcript_mode(vllm_server, tmp_path):
+    from synth.transcript import parse_transcript
+
     out = tmp_path / "synth"
     synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
                      "--mode", "transcript", "--max_conversations", "3", "--turns", "2",
-                     "--transcript_max_tokens", "200", "--max_attempts", "5"])  # fmt: skip
+                     "--transcript_max_tokens", "200", "--max_attempts", "3", "--student_voice_fraction", "0"])  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     assert report["requested"] == 3 and report["attempts"] >= 3
+    assert report["written"] + sum(report["rejected"].values()) == report["attempts"]
+    # Every attempt is one logged completion; re-parsing its raw output must explain the outcome.
+    records = [json.loads(line) for line in (out / "conversations.jsonl").read_text().splitlines()]
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert [r["purpose"] for r in requests] == ["transcript"] * len(records)
+    for key in {r["key"] for r in records}:
+        attempts = [r for r in records if r["key"] == key]
+        outputs = [r["output"] for r in requests if r["key"] == key]
+        assert len(attempts) == len(outputs)
+        for record, output in zip(sorted(attempts, key=lambda r: r["attempt"]), outputs):
+            turns, reason = parse_transcript(output, "Tim")
+            if reason is not None:
+                assert record["status"] == "rejected" and record["reason"] == reason
+            elif record["status"] == "accepted":  # the parsed turns, Tim's names normalized, are the row
+                assert [m["role"] for m in record["messages"][1:]] == [t["role"] for t in turns]
+                assert [m["content"] for m in record["messages"][1:] if m["role"] == "user"] == \
+                    [t["content"] for t in turns if t["role"] == "user"]  # fmt: skip
+            else:
+                assert record["reason"] in {"structure", "empty_turn", "role_leakage", "persona_break", "too_short",
+                                            "too_long", "near_duplicate"}  # fmt: skip
     if report["written"]:
         _check_output(out, 3)
-    else:  # a 135M model may fail to write a parseable chat; that must show as counted rejections
-        assert sum(report["rejected"].values()) == report["attempts"]
 
 
 def test_resume_after_kill_9_ends_with_exact_count_no_duplicates(vllm_server, tmp_path):
@@ -133,7 +154,8 @@ def test_synth_with_in_process_transformers_batches(tmp_path, embedded_model_dir
 def test_transformers_backend_batches_concurrent_requests(embedded_model_dir):
     import asyncio
 
-    from tim.backends import Sampling, TransformersChatBackend
+    from tutorkit.backends import Sampling
+    from tutorkit.backends.transformers_local import TransformersChatBackend
 
     backend = TransformersChatBackend(embedded_model_dir, max_batch_size=8)
     sampling = Sampling(temperature=0.0, max_tokens=8)
@@ -147,7 +169,7 @@ def test_transformers_backend_batches_concurrent_requests(embedded_model_dir):
     assert backend.generate_calls < len(prompts), "requests were not batched"
 
 
-def test_generator_server_stop_and_status(tmp_path):
-    cfg = generator_server.GeneratorConfig(run_dir=str(tmp_path), port=1)
-    assert generator_server.status(cfg) == "stopped"
-    assert generator_server.stop(cfg) is False
+def test_vllm_server_stop_and_status_when_none_runs(tmp_path):
+    cfg = vllm.VllmServerConfig(run_dir=str(tmp_path), port=1)
+    assert vllm.status(cfg) == "stopped"
+    assert vllm.stop(cfg) is False

@@ -12,7 +12,8 @@ from synth.catalog import LEARNERS, load_scenarios, load_topics, plan
 from synth.gates import GateLimits, NearDuplicates, check
 from synth.postprocess import augment_student_voice, normalize_names
 from synth.transcript import parse_transcript
-from tim import TimError
+from tutorkit import TimError
+from tutorkit.persona import load_persona
 
 LIMITS = GateLimits(tutor_name="Tim", min_tim_turns=2, tim_min_words=2, tim_max_words=40, student_max_words=30,
                     persona_break_patterns=[r"as an ai\b", r"\blanguage model\b"])  # fmt: skip
@@ -61,10 +62,14 @@ def test_plan_keys_are_unique_stable_and_interleaved():
 def test_catalog_errors(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("scenarios:\n  - {id: x, category: c, learner: ten, mood: m, hidden_need: h, student: s}\n")
-    with pytest.raises(TimError, match=r"scenarios\[0\] \(x\): missing 'tim_should'"):
+    with pytest.raises(TimError, match=rf"^{bad}:2: scenarios\[0\]: missing key 'tim_should'$"):
+        load_scenarios(bad)
+    bad.write_text("scenarios:\n  - {id: x, category: c, learner: ten, mood: m, hidden_need: h, student: s,\n"
+                   "     tim_should: t, silent_from: soon}\n")  # fmt: skip
+    with pytest.raises(TimError, match=rf"^{bad}:3: scenarios\[0\].silent_from must be a whole number, got 'soon'"):
         load_scenarios(bad)
     bad.write_text("topics:\n  toddlers: [blocks]\n")
-    with pytest.raises(TimError, match="unknown learner group 'toddlers'"):
+    with pytest.raises(TimError, match=rf"^{bad}:1: unknown learner group 'toddlers'"):
         load_topics(bad)
 
 
@@ -97,7 +102,7 @@ def test_near_duplicates():
 
 def test_name_normalization_and_student_voice():
     messages = chat("who are you", "I'm SmolLM, a helpful assistant. ChatGPT is my friend.")
-    out = normalize_names(messages, "Tim", ["SmolLM", "ChatGPT"])
+    out = normalize_names(messages, "Tim", load_persona("configs/persona.yaml").other_assistants())
     assert out[2]["content"] == "I'm Tim, a helpful assistant. Tim is my friend."
     assert out[1] == messages[1]  # student turns untouched
     noisy = augment_student_voice(GOOD, fraction=1.0, seed=3)

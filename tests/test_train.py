@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tim import TimError
+from tutorkit import TimError
 from train import sft
 
 ROOT = Path(__file__).resolve().parent.parent

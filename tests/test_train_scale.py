@@ -126,7 +126,7 @@ def test_merged_export_matches_the_adapter(trained_adapter, tmp_path):
 
 
 def test_empty_dataset_file_is_refused_before_the_model_loads(tmp_path):
-    from tim import TimError
+    from tutorkit import TimError
 
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(TimError, match=r"train.jsonl: no conversations \(empty file\)"):

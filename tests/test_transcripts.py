@@ -26,7 +26,7 @@ def test_transcripts(tmp_path):
     with pytest.raises(PermissionError):
         store.messages(b, viewer="amy", staff=False)
     exported = json.loads(store.export_student("ben", staff="ms.lee"))
-    assert exported["chats"][0]["flagged"] and exported["chats"][0]["messages"][0]["flags"] == "hunger"
+    assert exported["chats"][0]["flagged"] and exported["chats"][0]["messages"][0]["flags"] == ["hunger"]
     assert store.delete_student("ben", staff="ms.lee") == 1
     assert [c["student"] for c in store.chats(staff="ms.lee")] == ["amy"]
     store.close()

@@ -16,7 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tim.config import make_config_parser, parse_config
+from evaluation import evaluate
+from serve import app as serve_app
+from synth import synthesize
+from train import sft
+from tutorkit import run_main
+from tutorkit.config import ConfigParser
 
 
 @dataclass
@@ -29,8 +34,8 @@ class DemoConfig:
     serve: bool = field(default=True, metadata={"help": "End by serving the chat (false: stop after training)."})
 
 
-def make_parser():
-    return make_config_parser((DemoConfig,), prog="tim demo", doc=__doc__)
+def make_parser() -> ConfigParser:
+    return ConfigParser(DemoConfig, prog="tim demo", doc=__doc__)
 
 
 def _say(msg: str) -> None:
@@ -38,12 +43,7 @@ def _say(msg: str) -> None:
 
 
 def main(args=None):
-    (cfg,) = parse_config(make_parser(), args)
-    from evaluation import evaluate
-    from serve import app as serve_app
-    from synth import synthesize
-    from train import sft
-
+    cfg, _ = make_parser().parse(args)
     run_dir = Path(cfg.run_dir)
     data_dir, adapter_dir, eval_dir = run_dir / "data", run_dir / "adapter", run_dir / "eval"
     t0 = time.monotonic()
@@ -75,6 +75,4 @@ def main(args=None):
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tim import TimError
-from tim.config import make_config_parser, parse_config
-from tim.model_files import embedded_gguf_path, resolve_model
+from tutorkit import TimError, run_main
+from tutorkit.config import ConfigParser
+from tutorkit.model_files import embedded_gguf_path, resolve_model
 
 
 @dataclass
@@ -60,7 +60,7 @@ def merge(adapter_dir: Path, output_dir: Path, dtype: str = "float32", model: st
 def export_gguf(adapter_dir: Path, output_dir: Path, gguf_type: str = "q8_0", merged: bool = True,
                 base_gguf: str = "", model: str = "", system_prompt: str = "") -> dict[str, Path]:  # fmt: skip
     """Writes tim-lora.gguf, tim-<type>.gguf (if merged) and Modelfile; returns their paths."""
-    from tim.chat_template import load_template
+    from tutorkit.chat_template import load_template
     from train import gguf_export
 
     base_name = _base_name(adapter_dir, model)
@@ -85,12 +85,12 @@ def export_gguf(adapter_dir: Path, output_dir: Path, gguf_type: str = "q8_0", me
     return files
 
 
-def make_parser():
-    return make_config_parser((ExportConfig,), prog="tim export", doc=__doc__)
+def make_parser() -> ConfigParser:
+    return ConfigParser(ExportConfig, prog="tim export", doc=__doc__)
 
 
 def main(args=None) -> Path:
-    (cfg,) = parse_config(make_parser(), args)
+    cfg, _ = make_parser().parse(args)
     if not cfg.merge and not cfg.gguf:
         raise TimError("nothing to export: pass --merge true (HF model) and/or --gguf true (llama.cpp, Ollama)")
     out = Path(cfg.output_dir)
@@ -98,7 +98,7 @@ def main(args=None) -> Path:
         merge(Path(cfg.adapter), out, cfg.dtype, cfg.model)
         print(f"tim export: merged model in {out}", file=sys.stderr)
     if cfg.gguf:
-        from tim.persona import load_persona
+        from tutorkit.persona import load_persona
 
         system = load_persona(cfg.persona_config).render_system_prompt()
         files = export_gguf(Path(cfg.adapter), out, cfg.gguf_type, cfg.gguf_merged, cfg.base_gguf, cfg.model, system)
@@ -108,6 +108,4 @@ def main(args=None) -> Path:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

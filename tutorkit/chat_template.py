@@ -43,7 +43,7 @@ def load_template(directory: str | Path) -> str:
     (chat_template.jinja, else tokenizer_config.json's chat_template)."""
     import json
 
-    from tim import TimError
+    from tutorkit import TimError
 
     directory = Path(directory)
     if (directory / "chat_template.jinja").is_file():

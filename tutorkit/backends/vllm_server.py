@@ -1,4 +1,5 @@
-"""Start, health-check and stop the project's own vLLM server (OpenAI-compatible API).
+"""Start, health-check and stop the project's own vLLM server (OpenAI-compatible API): the
+generator synthesis talks to, and the engine `tim serve` uses by default.
 
     tim generator start --config configs/generator.yaml
     tim generator status --config configs/generator.yaml
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,15 +25,15 @@ from pathlib import Path
 
 import httpx
 
-from tim import TimError
-from tim.config import make_config_parser, parse_config
-from tim.model_files import resolve_model
+from tutorkit import TimError, run_main
+from tutorkit.config import ConfigParser
+from tutorkit.model_files import resolve_model
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @dataclass
-class GeneratorConfig:
+class VllmServerConfig:
     model: str = field(default="embedded", metadata={"help": "'embedded', a model directory, or a cached hub id."})
     served_model_name: str = field(default="tim-generator", metadata={"help": "Model name clients ask for."})
     host: str = field(default="127.0.0.1", metadata={"help": "Bind address; keep loopback unless behind a firewall."})
@@ -53,19 +55,30 @@ class GeneratorConfig:
 
     def __post_init__(self):
         if self.cpu_threads not in ("all", "auto"):
-            raise TimError(f"cpu_threads must be 'all' or 'auto', got {self.cpu_threads!r}")
+            raise ValueError(f"cpu_threads must be 'all' or 'auto', got {self.cpu_threads!r}")
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
 
-def _pid_file(cfg: GeneratorConfig) -> Path:
+def _pid_file(cfg: VllmServerConfig) -> Path:
     return Path(cfg.run_dir) / "server.pid"
 
 
-def _log_file(cfg: GeneratorConfig) -> Path:
+def _log_file(cfg: VllmServerConfig) -> Path:
     return Path(cfg.run_dir) / "server.log"
+
+
+def cuda_present() -> bool:
+    """A CUDA GPU is visible: the test scripts/setup_env.sh uses to install CUDA vLLM instead of
+    the CPU build (no torch import needed to answer it)."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def process_alive(pid: int) -> bool:
@@ -82,7 +95,7 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _read_pid(cfg: GeneratorConfig) -> int | None:
+def _read_pid(cfg: VllmServerConfig) -> int | None:
     try:
         pid = int(_pid_file(cfg).read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -109,7 +122,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:])
 
 
-def server_command(cfg: GeneratorConfig, model_dir: Path) -> list[str]:
+def server_command(cfg: VllmServerConfig, model_dir: Path) -> list[str]:
     return [
         cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -121,7 +134,7 @@ def server_command(cfg: GeneratorConfig, model_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def start(cfg: GeneratorConfig) -> str:
+def start(cfg: VllmServerConfig) -> str:
     """Start the server unless ours is already running; wait until healthy; return its base URL."""
     if _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name):
         return cfg.base_url
@@ -154,7 +167,7 @@ def start(cfg: GeneratorConfig) -> str:
     raise TimError(f"vLLM not healthy after {cfg.startup_timeout_s} s; log: {_log_file(cfg)}")
 
 
-def stop(cfg: GeneratorConfig, grace_s: float = 20.0) -> bool:
+def stop(cfg: VllmServerConfig, grace_s: float = 20.0) -> bool:
     """Stop our server (its whole process group). Returns whether one was running."""
     pid = _read_pid(cfg)
     _pid_file(cfg).unlink(missing_ok=True)
@@ -173,7 +186,7 @@ def stop(cfg: GeneratorConfig, grace_s: float = 20.0) -> bool:
     return True
 
 
-def status(cfg: GeneratorConfig) -> str:
+def status(cfg: VllmServerConfig) -> str:
     pid = _read_pid(cfg)
     if pid is None:
         return "stopped"
@@ -181,7 +194,7 @@ def status(cfg: GeneratorConfig) -> str:
 
 
 @contextlib.contextmanager
-def running(cfg: GeneratorConfig):
+def running(cfg: VllmServerConfig):
     """Yield a healthy server's base URL; stop it afterwards only if this call started it."""
     already = _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name)
     url = start(cfg)
@@ -192,15 +205,20 @@ def running(cfg: GeneratorConfig):
             stop(cfg)
 
 
-def make_parser():
-    parser = make_config_parser((GeneratorConfig,), prog="tim generator", doc=__doc__)
+def make_parser() -> ConfigParser:
+    parser = ConfigParser(VllmServerConfig, prog="tim generator", doc=__doc__)
     parser.add_argument("action", choices=["start", "stop", "status"])
     return parser
 
 
+def load_config(path: str | Path) -> VllmServerConfig:
+    """A server config file (configs/generator.yaml) without a command line."""
+    cfg, _ = make_parser().parse(["--config", str(path), "status"])
+    return cfg
+
+
 def main(args=None) -> None:
-    parser = make_parser()
-    cfg, extra = parse_config(parser, args, return_extra=True)
+    cfg, extra = make_parser().parse(args)
     action = extra.action
     if action == "start":
         print(start(cfg))
@@ -211,6 +229,4 @@ def main(args=None) -> None:
 
 
 if __name__ == "__main__":
-    from tim.cli import run_reporting_errors
-
-    run_reporting_errors(main)
+    run_main(main)

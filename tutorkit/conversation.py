@@ -16,11 +16,11 @@ turn (Tim declines to answer an abusive user): training teaches it as just the e
 from __future__ import annotations
 
 import json
-import re
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from tim import TimError
+from tutorkit import TimError
 
 ROLES = ("system", "user", "assistant")
 
@@ -92,34 +92,25 @@ def write_conversations(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-# A line that begins another speaker's turn ("Student: ...", "Tim: ...", "User: ...").
-SPEAKERS = ("student", "tim", "tutor", "user", "assistant", "teacher", "me", "you")
-SPEAKER_LINE = re.compile(rf"^\s*\**\s*({'|'.join(SPEAKERS)})\s*\**\s*:", re.I)
+def _hash(key: str) -> int:
+    return zlib.crc32(key.encode()) % 10_000
 
 
-def clean_reply(text: str) -> str:
-    """Keep only the speaker's own words: drop a leading label, stop where another speaker starts."""
-    lines = text.strip().splitlines()
-    if lines and SPEAKER_LINE.match(lines[0]):
-        lines[0] = SPEAKER_LINE.sub("", lines[0], count=1)
-    kept = [lines[0]] if lines else []
-    for line in lines[1:]:
-        if SPEAKER_LINE.match(line):
-            break
-        kept.append(line)
-    # Stray markdown emphasis left where the model stopped ("... great!\n**").
-    return "\n".join(kept).strip().strip('"').strip().rstrip("*").strip()
+def split_of(key: str, validation_fraction: float) -> str:
+    """"train" or "validation" for a conversation, decided by its key alone (a hash), so a
+    conversation's split never changes across resumes, reruns or larger datasets."""
+    return "validation" if _hash(key) < validation_fraction * 10_000 else "train"
 
 
-def may_become_speaker_label(text: str) -> bool:
-    """True while a reply streamed so far could still turn into a leading label ("Tim:"), which
-    clean_reply would then remove: text already sent to a client cannot be taken back."""
-    if "\n" in text.strip():
-        return False
-    word = text.strip().strip("*").strip().lower()
-    return any(s.startswith(word) for s in SPEAKERS)
-
-
-def starts_other_speaker(text: str) -> bool:
-    """True once a line after the first begins another speaker's turn."""
-    return any(SPEAKER_LINE.match(line) for line in text.strip().splitlines()[1:])
+def split_rows(rows: list[dict], key_of, validation_fraction: float) -> dict[str, list[dict]]:
+    """{"train": [...], "validation": [...]} by `split_of(key_of(row))`. A small dataset can miss
+    the validation range altogether: then the row whose key hashes nearest to it moves over, so
+    any dataset of two or more rows has a validation row when the fraction is above zero."""
+    split = {"train": [], "validation": []}
+    for row in rows:
+        split[split_of(key_of(row), validation_fraction)].append(row)
+    if validation_fraction > 0 and not split["validation"] and len(split["train"]) >= 2:
+        nearest = min(split["train"], key=lambda row: _hash(key_of(row)))
+        split["train"].remove(nearest)
+        split["validation"].append(nearest)
+    return split

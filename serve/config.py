@@ -1,0 +1,75 @@
+"""The serve config (configs/serve.yaml): what `tim serve` serves, where, and its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+BACKENDS = ("vllm", "llamacpp", "openai", "transformers")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_chars: int = 2000  # longer messages are refused, not cut: nothing silently lost
+    messages_per_minute: int = 12  # per student, across all their chats
+    max_concurrent: int = 32  # replies generated at once (vLLM batches these together)
+    max_queue: int = 64  # turns waiting for a slot; beyond it, "Tim is busy"
+
+
+@dataclass
+class ServeConfig:
+    model: str = field(default="embedded", metadata={"help": "Base model: 'embedded', a directory, or a hub id."})
+    adapter: str = field(default="runs/sft", metadata={"help": "Trained LoRA adapter dir; '' = base model only."})
+    backend: str = field(default="vllm", metadata={"help": "vllm | llamacpp | openai | transformers"})
+    base_url: list[str] = field(default_factory=list, metadata={"help": "openai backend: server URL(s)."})
+    served_model_name: str = field(default="tim", metadata={"help": "Model name the API lists and asks upstream for."})
+    api_key: str | None = field(default=None, metadata={"help": "openai backend: the upstream server's key."})
+    backend_retries: int = field(default=1, metadata={"help": "vllm, openai: retries of a request the model server "
+                                 "failed, with backoff (few: a student is waiting)."})
+    vllm_port: int = field(default=8301, metadata={"help": "vllm backend: port of the project's vLLM server."})
+    vllm_run_dir: str = field(default="runs/serve/vllm", metadata={"help": "vllm backend: pid, log, merged model."})
+    vllm_extra_args: list[str] = field(default_factory=list, metadata={"help": "vllm backend: more vLLM flags."})
+    gguf_dir: str = field(default="runs/serve/gguf", metadata={"help": "llamacpp: the GGUF export of the adapter."})
+    gguf_lora: bool = field(default=False, metadata={"help": "llamacpp: base GGUF + LoRA GGUF (measured 92 vs "
+                            "140 tokens/s here for the merged file), instead of one merged file."})
+    gguf_type: str = field(default="q8_0", metadata={"help": "llamacpp: the merged file's type."})
+    base_gguf: str = field(default="", metadata={"help": "llamacpp: the base model's GGUF (default: embedded)."})
+    llamacpp_threads: int = field(default=0, metadata={"help": "llamacpp: CPU threads; 0 = every core but one."})
+    llamacpp_ctx: int = field(default=2048, metadata={"help": "llamacpp: context length, prompt + reply tokens."})
+    persona_config: str = field(default="configs/persona.yaml")
+    safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})
+    transcripts_db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "SQLite file of all chats."})
+    retention_days: float = field(default=365.0, metadata={"help": "Chats older than this are purged at start."})
+    require_login: bool = field(default=True, metadata={"help": "Accounts from `tim users` (false: loopback only)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
+    port: int = field(default=7860)
+    max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
+    temperature: float = field(default=0.7)
+    top_p: float = field(default=0.9)
+    max_history_messages: int = field(default=12, metadata={"help": "Earlier messages sent with each turn."})
+    max_message_chars: int = field(default=2000, metadata={"help": "Longer student messages are refused."})
+    messages_per_minute: int = field(default=12, metadata={"help": "Per student; more are refused for a moment."})
+    max_concurrent: int = field(default=32, metadata={"help": "Replies generated at once."})
+    max_queue: int = field(default=64, metadata={"help": "Turns waiting for a slot; beyond it 'Tim is busy'."})
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url")
+        if not self.require_login and not is_loopback(self.host):
+            raise ValueError(f"require_login false is for this machine only; host {self.host!r} is reachable by others")
+        for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_concurrent"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_message_chars, self.messages_per_minute, self.max_concurrent, self.max_queue)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

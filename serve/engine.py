@@ -1,0 +1,70 @@
+"""Which chat backend `tim serve` uses, and the files it needs: the serve config as a BackendSpec
+for tutorkit.backends.open_backend.
+
+- `vllm` (default): the project's own vLLM server. On CPUs it serves the adapter merged into the
+  base model (a LoRA adapter in vLLM's CPU build decodes 3-6x slower); on CUDA the base model
+  with the adapter (`--enable-lora`). Either way with the chat template saved at training time.
+- `llamacpp`: llama.cpp in this process on the GGUF export of the adapter.
+- `openai`: a school's existing OpenAI-compatible server at `base_url`.
+- `transformers`: base model + adapter in this process, where vLLM cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from serve import artifacts
+from serve.config import ServeConfig
+from tutorkit import TimError
+from tutorkit.backends import BackendSpec
+from tutorkit.backends.vllm_server import VllmServerConfig, cuda_present
+from tutorkit.chat_template import load_template
+from tutorkit.model_files import embedded_gguf_path, resolve_model
+
+
+def adapter_dir(cfg: ServeConfig) -> Path | None:
+    if not cfg.adapter:
+        return None
+    adapter = Path(cfg.adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise TimError(f"no trained adapter in {adapter} (run `tim train` first, or pass --adapter '')")
+    return adapter
+
+
+def vllm_server_config(cfg: ServeConfig, adapter: Path | None) -> VllmServerConfig:
+    """The project's vLLM server for serving: merged weights on CPUs, base + LoRA on CUDA."""
+    run_dir = Path(cfg.vllm_run_dir)
+    template = ["--chat-template", str(adapter / "chat_template.jinja")] if adapter else []
+    if adapter is None:
+        model, name, lora = cfg.model, cfg.served_model_name, []
+    elif cuda_present():
+        rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
+        model, name = cfg.model, f"{cfg.served_model_name}-base"
+        lora = ["--enable-lora", "--lora-modules", f"{cfg.served_model_name}={adapter}", "--max-lora-rank", str(rank)]
+    else:
+        model, name, lora = str(artifacts.merged_model(adapter, run_dir)), cfg.served_model_name, []
+    return VllmServerConfig(model=model, served_model_name=name, port=cfg.vllm_port, run_dir=str(run_dir),
+                            extra_args=[*template, *lora, *cfg.vllm_extra_args])  # fmt: skip
+
+
+def backend_spec(cfg: ServeConfig) -> BackendSpec:
+    """The backend to serve with, after building any files it needs (merge, GGUF export)."""
+    if cfg.backend == "openai":
+        return BackendSpec("openai", model=cfg.served_model_name, base_url=cfg.base_url, api_key=cfg.api_key,
+                           max_concurrency=cfg.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
+    adapter = adapter_dir(cfg)
+    if cfg.backend == "transformers":
+        return BackendSpec("transformers", model=cfg.model, adapter=str(adapter or ""))
+    if cfg.backend == "llamacpp":
+        if adapter is None:
+            base = cfg.base_gguf or str(embedded_gguf_path())
+            return BackendSpec("llamacpp", model=base, chat_template=load_template(resolve_model(cfg.model)),
+                               threads=cfg.llamacpp_threads, context_tokens=cfg.llamacpp_ctx)  # fmt: skip
+        files = artifacts.gguf_files(adapter, Path(cfg.gguf_dir), cfg.gguf_type, not cfg.gguf_lora, cfg.base_gguf, cfg.model)
+        model, lora = (files["base"], files["lora"]) if cfg.gguf_lora else (files["merged"], "")
+        return BackendSpec("llamacpp", model=str(model), adapter=str(lora), chat_template=load_template(adapter),
+                           threads=cfg.llamacpp_threads, context_tokens=cfg.llamacpp_ctx)  # fmt: skip
+    # The adapter is served under served_model_name in both layouts (merged, or --lora-modules).
+    return BackendSpec("vllm", model=cfg.served_model_name, server=vllm_server_config(cfg, adapter),
+                       max_concurrency=cfg.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip

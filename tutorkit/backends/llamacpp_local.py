@@ -1,0 +1,91 @@
+"""A GGUF model (tim export --gguf) in this process through llama.cpp (llama-cpp-python): the
+light option for one class or a laptop.
+
+The prompt is rendered from the chat template saved at training time (tutorkit/chat_template.py,
+identical to transformers' rendering) and tokenized by llama.cpp with special tokens parsed;
+generation ends at the end-of-turn token (the GGUF's EOS). One llama.cpp context serves one
+reply at a time: concurrent chats take turns (a lock), so they cannot corrupt each other's
+state. Generation runs in a worker thread and streams through an asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tutorkit.backends import BackendError, Sampling
+from tutorkit.chat_template import render_chat
+
+
+class LlamaCppChatBackend:
+    def __init__(self, model_path: str | Path, chat_template: str, lora_path: str | Path | None = None,
+                 n_threads: int = 0, n_ctx: int = 2048):  # fmt: skip
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendError("llama-cpp-python is not installed: run scripts/setup_env.sh --llamacpp") from None
+        self.chat_template = chat_template
+        # Default: every core but one. The last core runs Python (the event loop streaming
+        # tokens, the web server); measured on 2 cores: 1 thread held 135-139 tokens/s over five
+        # runs, 2 threads started at 151 and fell to 71-79 as the threads fought for the cores.
+        threads = n_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
+                         n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, verbose=False)  # fmt: skip
+        self.completion_tokens = 0
+        self._lock = threading.Lock()
+
+    def render(self, messages: list[dict]) -> str:
+        return render_chat(self.chat_template, messages, add_generation_prompt=True)
+
+    def tokens(self, messages: list[dict]) -> list[int]:
+        """The prompt's token ids as llama.cpp sees them (special tokens parsed, no BOS added)."""
+        return self.llm.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)
+
+    def _generate(self, prompt: list[int], sampling: Sampling, emit, cancelled: threading.Event) -> None:
+        with self._lock:
+            kwargs = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                      "presence_penalty": sampling.presence_penalty, "stop": sampling.stop or None, "stream": True}  # fmt: skip
+            if sampling.seed is not None:
+                kwargs["seed"] = sampling.seed
+            for chunk in self.llm.create_completion(prompt, **kwargs):
+                if cancelled.is_set():  # the reader left (stop button, cut at the student's line)
+                    break
+                self.completion_tokens += 1
+                emit(chunk["choices"][0]["text"])
+
+    async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+        prompt = self.tokens(messages)
+        cancelled = threading.Event()
+
+        def work():
+            try:
+                emit = lambda text: loop.call_soon_threadsafe(queue.put_nowait, text)  # noqa: E731
+                self._generate(prompt, sampling, emit, cancelled)
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+            except Exception as e:  # handed to the waiting coroutine
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, Exception):
+                    raise BackendError(f"llama.cpp generation failed: {item}")
+                if item:
+                    yield item
+        finally:
+            cancelled.set()
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> str:
+        return "".join([piece async for piece in self.stream(messages, sampling)])
+
+    async def aclose(self) -> None:
+        return None

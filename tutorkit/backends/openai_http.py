@@ -1,0 +1,119 @@
+"""Any OpenAI-compatible chat server over HTTP: the project's own vLLM server, llama.cpp's
+server, or one a school already runs.
+
+Plain and streamed requests share one way of sending: bounded concurrency (enough requests in
+flight to fill vLLM's continuous batches), a timeout per request (per piece, when streamed),
+retries with exponential backoff on connection errors and on answers that mean "overloaded or
+restarting", and several base URLs used round-robin. A streamed reply is retried only before
+its first piece; a failure after that raises BackendError, since text already handed on cannot
+be taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections.abc import AsyncIterator
+
+import httpx
+
+from tutorkit.backends import BackendError, Sampling
+
+# Server answers worth retrying: overloaded or restarting.
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class OpenAIChatBackend:
+    def __init__(self, base_urls: list[str], model: str, api_key: str | None = None, max_concurrency: int = 32,
+                 timeout_s: float = 120.0, max_retries: int = 4):  # fmt: skip
+        if not base_urls:
+            raise BackendError("the openai backend needs at least one base_url")
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self._next_url = itertools.cycle(self.base_urls)
+        self.model = model
+        self.max_retries = max_retries
+        self.completion_tokens = 0  # generated tokens of plain requests, as the server reports them
+        self._limit = asyncio.Semaphore(max_concurrency)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            headers=headers,
+            limits=httpx.Limits(max_connections=max_concurrency + 4, max_keepalive_connections=max_concurrency),
+        )
+
+    def _body(self, messages: list[dict], sampling: Sampling, stream: bool) -> dict:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "presence_penalty": sampling.presence_penalty,
+            "stream": stream,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = sampling.stop
+        return body
+
+    async def _send(self, body: dict, stream: bool) -> tuple[str, httpx.Response]:
+        """(url, a 200 response; streamed ones not yet read), after retries; BackendError if none came."""
+        for attempt in range(self.max_retries + 1):
+            url = next(self._next_url)
+            request = self._client.build_request("POST", f"{url}/v1/chat/completions", json=body)
+            try:
+                response = await self._client.send(request, stream=stream)
+            except httpx.TransportError as e:  # connection refused or reset, timeouts
+                if attempt == self.max_retries:
+                    raise BackendError(f"chat server {url} unreachable: {e!r}") from None
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+                continue
+            if response.status_code == 200:
+                return url, response
+            text = (await response.aread()).decode(errors="replace")[:300]
+            await response.aclose()
+            if response.status_code in RETRY_STATUS and attempt < self.max_retries:
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+                continue
+            raise BackendError(f"chat server {url} answered {response.status_code}: {text}")
+        raise AssertionError("unreachable")
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> str:
+        async with self._limit:
+            url, response = await self._send(self._body(messages, sampling, stream=False), stream=False)
+        try:
+            data = response.json()
+            content = data["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendError(f"chat server {url} sent a reply that is not a chat completion: {response.text[:300]}") from None
+        self.completion_tokens += (data.get("usage") or {}).get("completion_tokens", 0)
+        return content
+
+    async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
+        async with self._limit:
+            url, response = await self._send(self._body(messages, sampling, stream=True), stream=True)
+            finished = False
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        finished = True
+                        break
+                    choices = json.loads(data).get("choices")
+                    delta = choices[0].get("delta", {}).get("content") if choices else None
+                    if delta:
+                        yield delta
+            except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
+                raise BackendError(f"chat server {url}: the streamed reply broke off: {e!r}") from None
+            finally:
+                await response.aclose()
+            if not finished:
+                raise BackendError(f"chat server {url}: the streamed reply ended without [DONE]")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

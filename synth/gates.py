@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
-
 from tutorkit import TimError
 from tutorkit.conversation import validate_messages
 from tutorkit.speakers import introduced_names, is_named_speaker_line, is_speaker_line
@@ -68,10 +66,14 @@ class NearDuplicates:
     """Remembers accepted conversations; `seen` is true for one too similar to an earlier one."""
 
     def __init__(self, threshold: float, num_perm: int = 64):
+        from datasketch import MinHashLSH  # here: it loads scipy (0.5 s), which only synthesis needs
+
         self.num_perm = num_perm
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
 
-    def _minhash(self, messages: list[dict]) -> MinHash:
+    def _minhash(self, messages: list[dict]):
+        from datasketch import MinHash
+
         words = " ".join(m["content"] for m in messages if m["role"] != "system").lower().split()
         shingles = {" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
         mh = MinHash(num_perm=self.num_perm)

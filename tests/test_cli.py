@@ -79,3 +79,13 @@ def test_offline_environment_is_set_by_every_command():
     r = run(sys.executable, "-c", "import tutorkit, os; print(os.environ['HF_HUB_OFFLINE'], os.environ['GRADIO_ANALYTICS_ENABLED'])",
             env={k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED")})  # fmt: skip
     assert r.stdout.split() == ["1", "False"]
+
+
+def test_the_command_line_loads_no_heavy_library_until_a_stage_needs_it():
+    """Every stage is imported by tim/cli.py; none may pull torch, transformers, gradio or scipy
+    in at import time, or `tim users list` would take seconds instead of a fraction of one."""
+    heavy = ("torch", "transformers", "trl", "gradio", "scipy", "datasketch", "llama_cpp")
+    r = run(sys.executable, "-c", f"import sys, tim.cli; print(sorted(set({heavy!r}) & set(sys.modules)))")
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    r = run(str(BIN / "tim"), "--version")
+    assert r.returncode == 0 and r.stdout.startswith("tim ")

@@ -19,74 +19,24 @@ from __future__ import annotations
 
 import sys
 
+from evaluation.evaluate import main as eval_main
+from serve.accounts import main as users_main
+from serve.app import main as serve_main
+from serve.transcripts import main as transcripts_main
+from synth.legacy_import import main as import_main
+from synth.synthesize import main as synth_main
+from tim.demo import main as demo_main
+from train.export import main as export_main
+from train.sft import main as train_main
 from tutorkit import run_main
+from tutorkit.backends.vllm_server import main as generator_main
 
-
-# One function per command, each importing its stage only when that command runs, so that
-# `tim users list` does not load torch.
-def _synth(args):
-    from synth.synthesize import main
-
-    return main(args)
-
-
-def _import(args):
-    from synth.legacy_import import main
-
-    return main(args)
-
-
-def _train(args):
-    from train.sft import main
-
-    return main(args)
-
-
-def _export(args):
-    from train.export import main
-
-    return main(args)
-
-
-def _eval(args):
-    from evaluation.evaluate import main
-
-    return main(args)
-
-
-def _serve(args):
-    from serve.app import main
-
-    return main(args)
-
-
-def _users(args):
-    from serve.accounts import main
-
-    return main(args)
-
-
-def _transcripts(args):
-    from serve.transcripts import main
-
-    return main(args)
-
-
-def _demo(args):
-    from tim.demo import main
-
-    return main(args)
-
-
-def _generator(args):
-    from tutorkit.backends.vllm_server import main
-
-    return main(args)
-
-
+# Each stage's module imports its heavy libraries (torch, transformers, gradio) inside the
+# functions that need them, so `tim users list` stays quick although every stage is imported.
 COMMANDS = {
-    "synth": _synth, "import": _import, "train": _train, "export": _export, "eval": _eval, "serve": _serve,
-    "users": _users, "transcripts": _transcripts, "demo": _demo, "generator": _generator,
+    "synth": synth_main, "import": import_main, "train": train_main, "export": export_main, "eval": eval_main,
+    "serve": serve_main, "users": users_main, "transcripts": transcripts_main, "demo": demo_main,
+    "generator": generator_main,
 }  # fmt: skip
 
 

@@ -183,6 +183,8 @@ def stop(cfg: VllmServerConfig, grace_s: float = 20.0) -> bool:
     if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):  # reap it when this process started it (no zombie)
+        os.waitpid(pid, os.WNOHANG)
     return True
 
 

@@ -6,7 +6,7 @@
 1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl)
 2. replies: every probe (data/probes.yaml) answered greedily by the base model and by base +
    adapter, with the persona's system prompt, as served; raw (uncleaned): the model is judged
-3. rule checks per probe (evaluation/checks.py); optionally a rubric judge (configs/rubric.yaml,
+3. rule checks per probe (tutorkit/checks.py); optionally a rubric judge (configs/rubric.yaml,
    evaluation/judge.py) through any OpenAI-compatible server (judge_base_url)
 4. held-out loss on dataset_dir/validation.jsonl, Tim's tokens only, base vs tuned
 5. safeguarding: probes of the must_flag categories go through the rules `tim serve` applies
@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.checks import Context, get_check
+from tutorkit.checks import Context, run_checks
 from evaluation.judge import Rubric, judge
 from evaluation.probes import Category, Probe, leaked_probes, load_probes
 from tutorkit import TimError, run_main
@@ -78,8 +78,8 @@ def score(probes: list[Probe], categories: dict[str, Category], replies: list[st
           safeguard: Safeguard, max_grade: float) -> list[dict]:  # fmt: skip
     results = []
     for probe, reply in zip(probes, replies):
-        ctx = Context(persona.name, safeguard, persona.other_assistants(), probe.answer, max_grade)
-        checks = {name: bool(get_check(name)(reply, ctx)) for name in categories[probe.category].checks}
+        ctx = Context(persona.name, safeguard, persona.other_assistants(), probe.answer, max_grade, probe.turns[-1][1])
+        checks = run_checks(categories[probe.category].checks, reply, ctx)
         results.append({"id": probe.id, "category": probe.category, "reply": reply, "checks": checks,
                         "passed": all(checks.values())})  # fmt: skip
     return results

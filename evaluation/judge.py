@@ -1,6 +1,6 @@
 """The optional rubric judge of `tim eval`: a larger instruct model behind any OpenAI-compatible
 server reads each probe chat and the tutor's reply and answers PASS or FAIL (configs/rubric.yaml).
-Rules (evaluation/checks.py) see words; the judge is for what rules cannot see.
+Rules (tutorkit/checks.py) see words; the judge is for what rules cannot see.
 """
 
 from __future__ import annotations

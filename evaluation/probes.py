@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.checks import get_check
+from tutorkit.checks import get_check
 from tutorkit.config import load_dataclass
 from tutorkit.conversation import iter_jsonl
 
@@ -21,7 +21,7 @@ SPEAKERS = {"student": "user", "tim": "assistant"}  # a probe's chat keys -> mes
 @dataclass
 class Category:
     about: str  # the behaviour it tests, in words (also what the rubric judge is told)
-    checks: list[str]  # names in evaluation/checks.py
+    checks: list[str]  # names in tutorkit/checks.py
     must_flag: bool = False  # the serving layer's safeguarding must flag these probes
 
     def __post_init__(self):

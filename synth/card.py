@@ -21,6 +21,25 @@ def _histogram(path: Path, values: list[int], title: str, xlabel: str) -> None:
     plt.close(fig)
 
 
+def _best_of_n(stats: dict) -> list[str]:
+    """The best-of-n section: per check, how often the first sample passed and the kept one did."""
+    if stats["candidates"] <= 1:
+        return []
+    pairs = stats["preference_pairs"]
+    return [
+        "## Best of n Tim turns",
+        "",
+        f"Each Tim turn was chosen from {stats['candidates']} candidates by the rule checks of `turn_checks` "
+        f"({stats['scored_turns']} scored turns). Preference pairs (best vs worst where they differ): "
+        f"{pairs['train']} in preferences.jsonl, {pairs['validation']} in preferences_validation.jsonl.",
+        "",
+        "| check | first sample passed | kept turn passed |",
+        "|---|---|---|",
+        *(f"| {name} | {r['first']:.0%} | {r['kept']:.0%} |" for name, r in sorted(stats["checks_first_vs_kept"].items())),
+        "",
+    ]
+
+
 def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
     turns = [sum(1 for m in r["messages"] if m["role"] != "system") for r in accepted]
     tim_words = [len(m["content"].split()) for r in accepted for m in r["messages"] if m["role"] == "assistant"]
@@ -55,6 +74,7 @@ def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
         *(f"| {k} | {v} |" for k, v in sorted(report["rejected"].items())),
         *([] if report["rejected"] else ["| (none) | 0 |"]),
         "",
+        *_best_of_n(report["best_of_n"]),
         "## Shape",
         "",
         "![turns per conversation](turns_per_conversation.png)",

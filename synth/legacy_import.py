@@ -30,7 +30,7 @@ from pathlib import Path
 from synth.postprocess import normalize_names
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
-from tutorkit.conversation import iter_jsonl, split_rows, validate_messages, write_conversations
+from tutorkit.conversation import iter_jsonl, split_rows, validate_messages, write_jsonl
 from tutorkit.persona import load_persona
 from tutorkit.speakers import names_pattern, split_label
 
@@ -196,8 +196,8 @@ def main(args=None) -> dict:
         imported.append({"messages": messages, "meta": {"source": source, "mode": "import"}})
     rows = split_rows(imported, lambda row: row["meta"]["source"], cfg.validation_fraction)
     out = Path(cfg.output_dir)
-    write_conversations(out / "train.jsonl", rows["train"])
-    write_conversations(out / "validation.jsonl", rows["validation"])
+    write_jsonl(out / "train.jsonl", rows["train"])
+    write_jsonl(out / "validation.jsonl", rows["validation"])
     report = {"conversations": len(conversations), "train": len(rows["train"]), "validation": len(rows["validation"]),
               "folded_prefix_rows": folded, "per_file": per_file, "config": asdict(cfg)}  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

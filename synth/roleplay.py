@@ -5,6 +5,7 @@ the hidden need and how they behave) and sees the chat with roles flipped (Tim's
 `user`), so any chat model can play the student. Tim gets his persona's system prompt plus, for a
 hard case, what he should do there; the dataset keeps only the persona's prompt, the one serving
 uses. From a scenario's `silent_from` turn on, Tim's turn is silent (empty) by construction.
+With a scorer, each Tim turn is the best of n candidates (synth/best_of_n.py).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 
+from synth.best_of_n import TurnScorer, best_and_worst
 from synth.catalog import LEARNERS, ConversationSpec
 from tutorkit.backends import Sampling
 from tutorkit.speakers import clean_reply
 
-# (messages, sampling, purpose) -> reply text; synthesize.py's logged request function.
-Complete = Callable[[list[dict], Sampling, str], Awaitable[str]]
+# (messages, sampling, purpose, n) -> n reply texts; synthesize.py's logged request function.
+Complete = Callable[[list[dict], Sampling, str, int], Awaitable[list[str]]]
 
 TYPING_STYLES = [
     "full sentences with normal punctuation",
@@ -66,23 +68,36 @@ async def roleplay(
     tutor_name: str,
     student_sampling: Sampling,
     tim_sampling: Sampling,
-) -> list[dict]:
-    """One conversation: system (persona prompt), then `spec.turns` student/Tim exchanges."""
+    candidates: int = 1,
+    scorer: TurnScorer | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """One conversation: system (persona prompt), then `spec.turns` student/Tim exchanges; and,
+    for each Tim turn chosen from several candidates, what was chosen from ({message_index,
+    candidates, checks, kept})."""
     card = student_card(spec, tutor_name)
     tim_system = tim_prompt(spec, persona_prompt)
     silent_from = spec.scenario.silent_from if spec.scenario else None
     turns: list[dict] = []
+    choices: list[dict] = []
     for turn in range(1, spec.turns + 1):
         view = [{"role": "system", "content": card}, {"role": "user", "content": opener(tutor_name)}]
         for m in turns:  # the student's view: roles flipped, silence made visible
             flipped = "assistant" if m["role"] == "user" else "user"
             view.append({"role": flipped, "content": m["content"] or f"({tutor_name} says nothing.)"})
         sampling = Sampling(**{**student_sampling.__dict__, "seed": spec.seed + 2 * turn})
-        turns.append({"role": "user", "content": clean_reply(await complete(view, sampling, "student"), tutor_name)})
+        (student,) = await complete(view, sampling, "student", 1)
+        turns.append({"role": "user", "content": clean_reply(student, tutor_name)})
         if silent_from is not None and turn >= silent_from:
             turns.append({"role": "assistant", "content": ""})
             continue
         sampling = Sampling(**{**tim_sampling.__dict__, "seed": spec.seed + 2 * turn + 1})
-        reply = await complete([{"role": "system", "content": tim_system}, *turns], sampling, "tim")
-        turns.append({"role": "assistant", "content": clean_reply(reply, tutor_name)})
-    return [{"role": "system", "content": persona_prompt}, *turns]
+        n = candidates if scorer is not None else 1
+        replies = [clean_reply(r, tutor_name) for r in await complete([{"role": "system", "content": tim_system}, *turns],
+                                                                      sampling, "tim", n)]  # fmt: skip
+        kept = 0
+        if n > 1:
+            scores = scorer.score(spec, replies, turns[-1]["content"])
+            kept, _ = best_and_worst(scores)
+            choices.append({"message_index": len(turns) + 1, "candidates": replies, "checks": scores, "kept": kept})
+        turns.append({"role": "assistant", "content": replies[kept]})
+    return [{"role": "system", "content": persona_prompt}, *turns], choices

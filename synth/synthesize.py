@@ -4,16 +4,19 @@
 
 Plan: every topic (data/topics.yaml) x conversations_per_topic and every hard-case scenario
 (data/scenarios.yaml) x conversations_per_scenario, each with a stable key and seed. Each
-conversation is generated (role-play or one-shot transcript), names normalized, student voice
-augmented, then passed through the quality gates and near-duplicate check (synth/gates.py); a
-rejected attempt is retried with a new seed up to max_attempts. With backend `openai` and an
+conversation is generated (role-play or one-shot transcript; in role-play each Tim turn is the
+best of `tim_candidates` samples by the rule checks of `turn_checks`, synth/best_of_n.py), names
+normalized, student voice augmented, then passed through the quality gates and near-duplicate
+check (synth/gates.py); a rejected attempt is retried with a new seed up to max_attempts. With backend `openai` and an
 empty `base_url`, the project's own vLLM server (generator_config) is started, and stopped
 afterwards if this command started it.
 
 Files in output_dir:
   conversations.jsonl   journal: every finished attempt, appended and flushed as it finishes
-  requests.jsonl        every request: prompt, parameters, raw output, latency, backend
+  requests.jsonl        every request: prompt, parameters, raw output(s), latency, backend
   train.jsonl, validation.jsonl   accepted `messages` rows with `meta` (schema: tutorkit/conversation.py)
+  preferences.jsonl, preferences_validation.jsonl   best vs worst candidate of scored Tim turns
+                        (TRL's conversational preference format: prompt, chosen, rejected)
   report.json           counts (requested, written, rejected per reason, per category), speed
   README.md, *.png      the dataset card with histograms
 Crash-safe: rerunning the same command after a kill continues from the journal and ends with
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from synth.best_of_n import TurnScorer, first_vs_kept, preference_pairs
 from synth.card import write_card
 from synth.catalog import ConversationSpec, load_scenarios, load_topics, plan
 from synth.gates import GateLimits, NearDuplicates, check
@@ -43,13 +47,16 @@ from synth.roleplay import roleplay
 from synth.transcript import one_shot
 from tutorkit import TimError, run_main
 from tutorkit.backends import BackendSpec, Sampling, open_backend, vllm_server
+from tutorkit.checks import CHECKS, Context, get_check
 from tutorkit.config import ConfigParser
-from tutorkit.conversation import split_rows, write_conversations
+from tutorkit.conversation import split_rows, write_jsonl
 from tutorkit.persona import load_persona
+from tutorkit.safeguarding import load_safeguard
 
 # Settings that change what a conversation is: a journal made with others cannot be resumed.
 CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
-                "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction")  # fmt: skip
+                "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction",
+                "tim_candidates", "turn_checks", "safeguarding_config")  # fmt: skip
 
 
 @dataclass
@@ -79,6 +86,16 @@ class SynthConfig:
     tim_max_tokens: int = field(default=160)
     transcript_max_tokens: int = field(default=700, metadata={"help": "transcript mode: the whole chat."})
     seed: int = field(default=0)
+    tim_candidates: int = field(
+        default=1,
+        metadata={"help": "roleplay: candidates per Tim turn, the best kept by turn_checks (1 = take the first)."},
+    )
+    turn_checks: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={"help": "Checks (tutorkit/checks.py) that score Tim's candidates: under 'all', a learner group "
+                  "or a scenario category."},
+    )
+    safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "For the not_abusive check."})
     request_seeds: bool = field(
         default=False,
         metadata={"help": "Send each request's seed to the server. Off for vLLM's CPU build, which crashes on "
@@ -106,8 +123,17 @@ class SynthConfig:
             raise ValueError(f"mode must be 'roleplay' or 'transcript', got {self.mode!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.turns < 1 or self.max_attempts < 1:
-            raise ValueError("turns and max_attempts must be at least 1")
+        if self.turns < 1 or self.max_attempts < 1 or self.tim_candidates < 1:
+            raise ValueError("turns, max_attempts and tim_candidates must be at least 1")
+        for key, names in self.turn_checks.items():
+            for name in names:
+                try:
+                    get_check(name)
+                except KeyError:
+                    raise ValueError(f"turn_checks.{key}: unknown check '{name}' (one of {', '.join(CHECKS)}, "
+                                     "words_LOW_HIGH)") from None  # fmt: skip
+        if self.tim_candidates > 1 and not any(self.turn_checks.values()):
+            raise ValueError("tim_candidates above 1 needs turn_checks to choose by")
 
     def backend_spec(self, generator: vllm_server.VllmServerConfig) -> BackendSpec:
         """The generator: in process, a server at base_url, or (base_url empty) our own vLLM."""
@@ -183,6 +209,8 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
     transcript = Sampling(cfg.temperature, cfg.top_p, cfg.transcript_max_tokens, cfg.presence_penalty)
     limits = _gate_limits(cfg, persona.name)
     send_seed = cfg.request_seeds or cfg.backend == "transformers"
+    scorer = TurnScorer(cfg.turn_checks, Context(persona.name, load_safeguard(cfg.safeguarding_config),
+                                                 persona.other_assistants()))  # fmt: skip
 
     accepted = {r["key"] for r in journal.records if r["status"] == "accepted"}
     attempts = Counter(r["key"] for r in journal.records)
@@ -195,23 +223,26 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="synth", unit="conv", dynamic_ncols=True)
 
     async def attempt(spec: ConversationSpec, number: int) -> bool:
-        async def complete(messages, sampling, purpose):
+        async def complete(messages, sampling, purpose, n):
             if not send_seed:
                 sampling = dataclasses.replace(sampling, seed=None)
             started = time.monotonic()
             try:
-                output = await backend.complete(messages, sampling)
+                outputs = await (backend.complete_n(messages, sampling, n) if n > 1 else backend.complete(messages, sampling))
             except Exception as e:
                 requests.write(spec.key, purpose, messages, sampling, None, time.monotonic() - started, e)
                 raise
-            requests.write(spec.key, purpose, messages, sampling, output, time.monotonic() - started)
-            return output
+            requests.write(spec.key, purpose, messages, sampling, outputs, time.monotonic() - started)
+            return outputs if n > 1 else [outputs]
 
         tried = dataclasses.replace(spec, seed=spec.seed + 7919 * number)
+        choices = []
         if cfg.mode == "transcript":
             messages, reason = await one_shot(complete, tried, persona_prompt, persona.name, transcript)
         else:
-            messages, reason = await roleplay(complete, tried, persona_prompt, persona.name, student, tim), None
+            messages, choices = await roleplay(complete, tried, persona_prompt, persona.name, student, tim,
+                                               cfg.tim_candidates, scorer)  # fmt: skip
+            reason = None
         if reason is None:
             messages = normalize_names(messages, persona.name, persona.other_assistants())
             messages = augment_student_voice(messages, cfg.student_voice_fraction, tried.seed)
@@ -225,7 +256,7 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
             "mode": cfg.mode, **backend_meta, "seed": tried.seed, "attempt": number,
         }  # fmt: skip
         record = {"key": spec.key, "attempt": number, "status": "rejected" if reason else "accepted", "reason": reason,
-                  "messages": messages, "meta": meta}  # fmt: skip
+                  "messages": messages, "meta": meta, "choices": choices}  # fmt: skip
         if reason is None:
             duplicates.add(spec.key, messages)
         journal.append(record)
@@ -272,8 +303,15 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     if not accepted:
         reasons = Counter(r["reason"] for r in journal.records)
         raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")
-    write_conversations(out / "train.jsonl", rows["train"])
-    write_conversations(out / "validation.jsonl", rows["validation"])
+    write_jsonl(out / "train.jsonl", rows["train"])
+    write_jsonl(out / "validation.jsonl", rows["validation"])
+    # Preference pairs from the best-of-n turns, each in the split of its conversation.
+    choices = {r["key"]: r.get("choices", []) for r in accepted}
+    pairs = {}
+    for split, name in (("train", "preferences.jsonl"), ("validation", "preferences_validation.jsonl")):
+        pairs[split] = [{**pair, "meta": {**pair["meta"], "key": row["meta"]["key"]}}
+                        for row in rows[split] for pair in preference_pairs(row["messages"], choices[row["meta"]["key"]])]  # fmt: skip
+        write_jsonl(out / name, pairs[split])
     done = {r["key"] for r in accepted}
     report = {
         "requested": len(specs),
@@ -285,6 +323,9 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
         "attempts": len(journal.records),
         "per_category": dict(Counter(f"{r['meta']['kind']}:{r['meta']['category']}" for r in accepted)),
         "silent_turns": sum(1 for r in accepted for m in r["messages"] if m["role"] == "assistant" and not m["content"]),
+        "best_of_n": {"candidates": cfg.tim_candidates, "scored_turns": sum(len(c) for c in choices.values()),
+                      "preference_pairs": {split: len(p) for split, p in pairs.items()},
+                      "checks_first_vs_kept": first_vs_kept([c for cs in choices.values() for c in cs])},  # fmt: skip
         "backend": backend_meta,
         "elapsed_s": round(elapsed, 1),
         "generated_tokens": tokens,

@@ -61,7 +61,7 @@ async def one_shot(
     complete: Complete, spec: ConversationSpec, persona_prompt: str, tutor_name: str, sampling: Sampling
 ) -> tuple[list[dict], str | None]:
     prompt = transcript_prompt(spec, persona_prompt, tutor_name)
-    text = await complete(prompt, Sampling(**{**sampling.__dict__, "seed": spec.seed}), "transcript")
+    (text,) = await complete(prompt, Sampling(**{**sampling.__dict__, "seed": spec.seed}), "transcript", 1)
     turns, reason = parse_transcript(text, tutor_name)
     if reason:
         return [], reason

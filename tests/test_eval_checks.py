@@ -1,4 +1,4 @@
-"""Each rule check of evaluation/checks.py on hand-written replies that must pass and must fail,
+"""Each rule check of tutorkit/checks.py on hand-written replies that must pass and must fail,
 and the probe suite itself: size, categories, validation errors, leak detection."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evaluation.checks import Context, get_check, grade_level
+from tutorkit.checks import Context, get_check, grade_level
 from evaluation.probes import leaked_probes, load_probes
 from tutorkit import TimError
 from tutorkit.persona import load_persona
@@ -52,7 +52,14 @@ CASES = {
         ["Photosynthesis constitutes the biochemical transformation of electromagnetic radiation into chemical energy.", ""],
     ),
     "words_5_120": (["I can help with that one."], ["Ok.", " ".join(["word"] * 121)]),
+    "no_repetition": (["Good idea! Let's try 3 + 4. What do you get?"], ["Great job! Great job! Great job!"]),
 }
+
+
+def test_every_check_has_cases():
+    from tutorkit.checks import CHECKS
+
+    assert set(CHECKS) <= set(CASES) | {"withholds_answer"}  # withholds_answer has its own test below
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -63,6 +70,20 @@ def test_check_passes_and_fails(name):
         assert check(reply, CTX), f"{name} should pass: {reply!r}"
     for reply in failing:
         assert not check(reply, CTX), f"{name} should fail: {reply!r}"
+
+
+def test_no_repetition_catches_loops_and_parroting():
+    ctx = Context(tutor_name="Tim", safeguard=CTX.safeguard, student="i dont care about school its boring and stupid")
+    check = get_check("no_repetition")
+    assert check("That sounds frustrating. What do you like doing when you're not at school?", ctx)
+    assert check("Boring can be hard. What would make school less boring for you?", ctx)  # two words echoed: fine
+    for looping in ["I'm here to help you. I'm here to help you. I'm here to help you.",
+                    "Let's try it. What is a fraction? A fraction is a part. What is a fraction?",
+                    "we can do it we can do it and then we can do it"]:  # fmt: skip
+        assert not check(looping, ctx), looping
+    assert not check("You don't care about school, it's boring and stupid? Let's see.", ctx)  # parrots the student
+    short = Context(tutor_name="Tim", safeguard=CTX.safeguard, student="idk")
+    assert check("idk is okay! Which part feels hardest?", short)
 
 
 def test_withholds_answer():

@@ -123,3 +123,66 @@ def test_parse_transcript_is_forgiving_but_honest():
     assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
     assert turns[1]["content"] == "Of course! Volcanoes are\nopenings in the crust."
     assert parse_transcript("I cannot write that.", "Tim") == ([], "transcript_unparsed")
+
+
+def _scorer():
+    from synth.best_of_n import TurnScorer
+    from tutorkit.checks import Context
+    from tutorkit.safeguarding import load_safeguard
+
+    persona = load_persona("configs/persona.yaml")
+    checks = {"all": ["clean_turn", "no_repetition"], "small_child": ["young_readability"],
+              "hunger": ["trusted_adult", "no_secrecy"]}  # fmt: skip
+    return TurnScorer(checks, Context("Tim", load_safeguard("configs/safeguarding.yaml"), persona.other_assistants()))
+
+
+def test_best_of_n_keeps_the_candidate_that_passes_most():
+    from synth.best_of_n import best_and_worst
+
+    # A stub score: which candidate passes is all that matters; ties go to the earlier sample.
+    stub = [{"a": False, "b": True}, {"a": True, "b": True}, {"a": True, "b": True}, {"a": False, "b": False}]
+    assert best_and_worst(stub) == (1, 3)
+    assert best_and_worst([{"a": True}, {"a": True}]) == (0, 1)
+    # The real checks, chosen by learner and scenario category.
+    spec = next(s for s in plan(load_topics("data/topics.yaml"), load_scenarios("data/scenarios.yaml"), 1, 1, 3, 0)
+                if s.kind == "scenario" and s.category == "hunger")  # fmt: skip
+    scorer = _scorer()
+    assert scorer.checks_for(spec)[:2] == ["clean_turn", "no_repetition"] and "trusted_adult" in scorer.checks_for(spec)
+    candidates = [
+        "Let's do some maths! Let's do some maths! Let's do some maths!",
+        "Student: I'm hungry\nTim: ok",
+        "I'm sorry your tummy hurts. Have you eaten today? Please tell your teacher; the school can help.",
+    ]
+    scores = scorer.score(spec, candidates, "my tummy hurts, i didn't have breakfast")
+    assert best_and_worst(scores)[0] == 2 and all(scores[2].values())
+    assert not scores[0]["no_repetition"] and not scores[1]["clean_turn"]
+
+
+def test_preference_pairs_and_first_vs_kept():
+    from synth.best_of_n import first_vs_kept, preference_pairs
+
+    messages = chat("i'm hungry", "Have you eaten? A teacher can help.", "no", "Please tell your teacher today.")
+    choices = [
+        {"message_index": 2, "candidates": ["Let's do maths.", "Have you eaten? A teacher can help."],
+         "checks": [{"trusted_adult": False, "clean_turn": True}, {"trusted_adult": True, "clean_turn": True}], "kept": 1},
+        {"message_index": 4, "candidates": ["Please tell your teacher today.", "Tell a teacher."],
+         "checks": [{"trusted_adult": True, "clean_turn": True}, {"trusted_adult": True, "clean_turn": True}], "kept": 0},
+    ]  # fmt: skip
+    (pair,) = preference_pairs(messages, choices)  # the second turn's candidates score the same: no pair
+    assert pair["prompt"] == messages[:2] and pair["prompt"][-1]["role"] == "user"
+    assert pair["chosen"] == [{"role": "assistant", "content": "Have you eaten? A teacher can help."}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "Let's do maths."}]
+    stats = first_vs_kept(choices)
+    assert stats["trusted_adult"] == {"first": 0.5, "kept": 1.0} and stats["clean_turn"] == {"first": 1.0, "kept": 1.0}
+
+
+def test_turn_checks_must_name_real_checks(tmp_path):
+    from synth.synthesize import make_parser
+
+    bad = tmp_path / "synth.yaml"
+    bad.write_text("tim_candidates: 3\nturn_checks:\n  all: [clean_turn]\n  hunger: [trusted_adult, kind]\n")
+    with pytest.raises(TimError, match="turn_checks.hunger: unknown check 'kind'"):
+        make_parser().parse(["--config", str(bad)])
+    bad.write_text("tim_candidates: 3\n")
+    with pytest.raises(TimError, match="tim_candidates above 1 needs turn_checks"):
+        make_parser().parse(["--config", str(bad)])

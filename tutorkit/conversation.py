@@ -81,7 +81,8 @@ def read_conversations(path: str | Path) -> list[dict]:
     return rows
 
 
-def write_conversations(path: str | Path, rows: Iterable[dict]) -> int:
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """One JSON object a line (datasets, preference pairs); returns how many rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0

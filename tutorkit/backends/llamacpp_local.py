@@ -11,6 +11,7 @@ state. Generation runs in a worker thread and streams through an asyncio queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -86,6 +87,11 @@ class LlamaCppChatBackend:
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> str:
         return "".join([piece async for piece in self.stream(messages, sampling)])
+
+    async def complete_n(self, messages: list[dict], sampling: Sampling, n: int) -> list[str]:
+        """One after another (one context); each with its own seed when a seed is set."""
+        seeds = [None if sampling.seed is None else sampling.seed + i for i in range(n)]
+        return [await self.complete(messages, dataclasses.replace(sampling, seed=seed)) for seed in seeds]
 
     async def aclose(self) -> None:
         return None

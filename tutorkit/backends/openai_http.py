@@ -43,7 +43,7 @@ class OpenAIChatBackend:
             limits=httpx.Limits(max_connections=max_concurrency + 4, max_keepalive_connections=max_concurrency),
         )
 
-    def _body(self, messages: list[dict], sampling: Sampling, stream: bool) -> dict:
+    def _body(self, messages: list[dict], sampling: Sampling, stream: bool, n: int = 1) -> dict:
         body = {
             "model": self.model,
             "messages": messages,
@@ -53,6 +53,8 @@ class OpenAIChatBackend:
             "presence_penalty": sampling.presence_penalty,
             "stream": stream,
         }
+        if n > 1:
+            body["n"] = n
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.stop:
@@ -82,15 +84,21 @@ class OpenAIChatBackend:
         raise AssertionError("unreachable")
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> str:
+        return (await self.complete_n(messages, sampling, 1))[0]
+
+    async def complete_n(self, messages: list[dict], sampling: Sampling, n: int) -> list[str]:
         async with self._limit:
-            url, response = await self._send(self._body(messages, sampling, stream=False), stream=False)
+            url, response = await self._send(self._body(messages, sampling, stream=False, n=n), stream=False)
         try:
             data = response.json()
-            content = data["choices"][0]["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError):
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            contents = [c["message"].get("content") or "" for c in choices]
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(f"chat server {url} sent a reply that is not a chat completion: {response.text[:300]}") from None
+        if len(contents) != n:
+            raise BackendError(f"chat server {url} sent {len(contents)} choices, {n} were asked for")
         self.completion_tokens += (data.get("usage") or {}).get("completion_tokens", 0)
-        return content
+        return contents
 
     async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
         async with self._limit:

@@ -119,6 +119,11 @@ class TransformersChatBackend:
             self._queue_cv.notify()
         return await future
 
+    async def complete_n(self, messages: list[dict], sampling: Sampling, n: int) -> list[str]:
+        """n requests that the worker batches into one generate() (up to max_batch_size), each
+        row sampled on its own."""
+        return list(await asyncio.gather(*(self.complete(messages, sampling) for _ in range(n))))
+
     async def stream(self, messages: list[dict], sampling: Sampling) -> AsyncIterator[str]:
         import torch
         from transformers import TextIteratorStreamer

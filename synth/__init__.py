@@ -2,9 +2,10 @@
 import of legacy transcripts: `tim import --config configs/import.yaml`.
 
 Holds: the topic and scenario catalog and the plan (catalog.py), role-play and one-shot
-generation (roleplay.py, transcript.py), post-processing and quality gates (postprocess.py,
-gates.py), the run with its journal and dataset card (synthesize.py, card.py), legacy import
-(legacy_import.py). Writes `messages` datasets (schema: tutorkit/conversation.py).
+generation (roleplay.py, transcript.py), best-of-n Tim turns and preference pairs
+(best_of_n.py), post-processing and quality gates (postprocess.py, gates.py), the run with its
+journal and dataset card (synthesize.py, card.py), legacy import (legacy_import.py). Writes
+`messages` datasets (schema: tutorkit/conversation.py) and preference pairs.
 
 May import: `tutorkit` (the ground) only; never another stage, never the CLI.
 """

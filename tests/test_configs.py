@@ -48,25 +48,26 @@ def _same(parsed, raw) -> bool:
 def test_every_stage_config_parses_with_every_value_from_the_file():
     data_files = {"persona.yaml", "safeguarding.yaml", "rubric.yaml"}
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
-    assert shipped == set(_stage_parsers()) | {"sft.yaml"} | data_files, "a new config needs an entry here"
+    assert shipped == set(_stage_parsers()) | {"sft.yaml", "dpo.yaml"} | data_files, "a new config needs an entry here"
     for name, (make_parser, extra) in _stage_parsers().items():
         raw = yaml.safe_load((ROOT / "configs" / name).read_text())
         cfg, _ = make_parser().parse(["--config", str(ROOT / "configs" / name), *extra])
         for key, value in raw.items():
             assert _same(getattr(cfg, key), value), (name, key)
 
-    from train.sft import device_defaults, make_parser
+    from train import dpo, sft
     from tutorkit.config import parse_trl_config
 
-    raw = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
-    defaults = device_defaults([])  # on this machine: train on the CPU, bf16 only where it has bf16
-    outputs = parse_trl_config(make_parser(), [*defaults, "--config", str(ROOT / "configs/sft.yaml")])
-    for key, value in raw.items():
-        if f"--{key}" not in defaults:
-            (owner,) = [o for o in outputs if hasattr(o, key)][:1]
-            assert _same(getattr(owner, key), value), ("sft.yaml", key)
+    defaults = sft.device_defaults([])  # on this machine: train on the CPU, bf16 only where it has bf16
+    for name, module in (("sft.yaml", sft), ("dpo.yaml", dpo)):
+        raw = yaml.safe_load((ROOT / "configs" / name).read_text())
+        outputs = parse_trl_config(module.make_parser(), [*defaults, "--config", str(ROOT / "configs" / name)])
+        for key, value in raw.items():
+            if f"--{key}" not in defaults:
+                (owner,) = [o for o in outputs if hasattr(o, key)][:1]
+                assert _same(getattr(owner, key), value), (name, key)
     # Without CUDA the device defaults put training on the CPU; flags typed by the user still win.
-    assert device_defaults(["--bf16", "false"])[-2:] == ["--bf16", "false"]
+    assert sft.device_defaults(["--bf16", "false"])[-2:] == ["--bf16", "false"]
 
 
 def test_data_files_load_into_their_dataclasses():

@@ -3,6 +3,7 @@
     tim synth     --config configs/synth.yaml       synthesize conversations (synth/)
     tim import    --config configs/import.yaml --inputs FILE ...   convert legacy transcripts
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
+    tim dpo       --config configs/dpo.yaml         preference tuning after SFT (train/dpo.py)
     tim export    --adapter runs/sft --merge true --output_dir runs/sft-merged   merged model
     tim eval      --config configs/eval.yaml --adapter runs/sft   behaviours, base vs tuned
     tim serve     --config configs/serve.yaml       Tim in the browser and over the API (serve/)
@@ -26,6 +27,7 @@ from serve.transcripts import main as transcripts_main
 from synth.legacy_import import main as import_main
 from synth.synthesize import main as synth_main
 from tim.demo import main as demo_main
+from train.dpo import main as dpo_main
 from train.export import main as export_main
 from train.sft import main as train_main
 from tutorkit import run_main
@@ -34,7 +36,8 @@ from tutorkit.backends.vllm_server import main as generator_main
 # Each stage's module imports its heavy libraries (torch, transformers, gradio) inside the
 # functions that need them, so `tim users list` stays quick although every stage is imported.
 COMMANDS = {
-    "synth": synth_main, "import": import_main, "train": train_main, "export": export_main, "eval": eval_main,
+    "synth": synth_main, "import": import_main, "train": train_main, "dpo": dpo_main, "export": export_main,
+    "eval": eval_main,
     "serve": serve_main, "users": users_main, "transcripts": transcripts_main, "demo": demo_main,
     "generator": generator_main,
 }  # fmt: skip

@@ -3,8 +3,8 @@
 Holds: config loading (`config`), the conversation schema and dataset files (`conversation`),
 speaker labels and self-introductions (`speakers`), the persona (`persona`), model files
 (`model_files`), the chat template (`chat_template`), the safeguarding rules (`safeguarding`),
-the typed events of one tutor turn (`turns`), and the chat backends with their factory
-(`backends`).
+the rule checks on a tutor's reply (`checks`), the typed events of one tutor turn (`turns`), and
+the chat backends with their factory (`backends`).
 
 May import: the standard library and third-party packages only. It never imports a stage
 (`synth`, `train`, `serve`, `evaluation`) or the command line (`tim`); tests/test_layers.py

@@ -81,6 +81,34 @@ def read_conversations(path: str | Path) -> list[dict]:
     return rows
 
 
+def read_preferences(path: str | Path) -> list[dict]:
+    """Read and validate preference pairs (TRL's conversational format, as `tim synth` writes them):
+    {"prompt": [messages ending with the student's], "chosen": [one assistant message],
+     "rejected": [one assistant message], "meta": {...}?}. Errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TimError(f"preference file not found: {path}")
+    rows = []
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row) or set(row) - {"prompt", "chosen", "rejected", "meta"}:
+            raise TimError(f"{where}: a pair has 'prompt', 'chosen' and 'rejected' (and optional 'meta')")
+        prompt = row["prompt"]
+        if not isinstance(prompt, list) or not prompt or not isinstance(prompt[-1], dict) or prompt[-1].get("role") != "user":
+            raise TimError(f"{where}: 'prompt' must be a list of messages ending with the student's (role 'user')")
+        validate_messages([*prompt, {"role": "assistant", "content": ""}], f"{where}: prompt")
+        for side in ("chosen", "rejected"):
+            reply = row[side]
+            if not (isinstance(reply, list) and len(reply) == 1 and isinstance(reply[0], dict)
+                    and reply[0].get("role") == "assistant" and isinstance(reply[0].get("content"), str)):  # fmt: skip
+                raise TimError(f"{where}: '{side}' must be one assistant message [{{\"role\": \"assistant\", \"content\": ...}}]")
+        if row["chosen"] == row["rejected"]:
+            raise TimError(f"{where}: 'chosen' and 'rejected' are the same reply")
+        rows.append(row)
+    if not rows:
+        raise TimError(f"{path}: no preference pairs (empty file)")
+    return rows
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """One JSON object a line (datasets, preference pairs); returns how many rows."""
     path = Path(path)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import load_file
 
-from conftest import ROOT
 from train import dpo
 from tutorkit import TimError
 
@@ -53,7 +53,7 @@ def test_dpo_lowers_the_loss_and_moves_only_the_adapter(trained_adapter, tmp_pat
     before, after = load_file(trained_adapter / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    base_of = lambda d: json.loads((d / "adapter_config.json").read_text())["base_model_name_or_path"]  # noqa: E731
+    base_of = lambda d: json.loads((d / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert base_of(out) == base_of(trained_adapter)
     # The base model's weights are untouched: base + DPO adapter holds the same base tensors.
     from peft import PeftModel

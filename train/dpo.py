@@ -65,7 +65,7 @@ def load_pairs(data_args: PreferenceArguments) -> tuple[list[dict], list[dict]]:
     validation_file = folder / "preferences_validation.jsonl"
     has_validation = validation_file.is_file() and validation_file.read_text(encoding="utf-8").strip()
     validation = read_preferences(validation_file) if has_validation else []
-    strip = lambda rows: [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
     return strip(train), strip(validation)
 
 
@@ -96,7 +96,7 @@ def build_trainer(data_args: PreferenceArguments, training_args):
     # A pair longer than max_length would be cut at its end, the reply first: leave it out.
     limit = training_args.max_length or float("inf")
     fits = lambda row: all(len(tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)
-                                ["input_ids"]) <= limit for side in ("chosen", "rejected"))  # noqa: E731
+                                ["input_ids"]) <= limit for side in ("chosen", "rejected"))
     kept = [row for row in train_rows if fits(row)]
     too_long = len(train_rows) - len(kept)
     if not kept:

@@ -3,7 +3,8 @@
     tim eval --config configs/eval.yaml --adapter runs/sft --output_dir runs/eval
     tim eval --config configs/eval.yaml --adapter runs/sft --min_pass overall=0.5 disclosure=0.8
 
-1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl)
+1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl) or in
+   the exemplars synthesis shows the generator (exemplars_file)
 2. replies: every probe (data/probes.yaml) answered greedily by the base model and by base +
    adapter, with the persona's system prompt, as served; raw (uncleaned): the model is judged
 3. rule checks per probe (tutorkit/checks.py); optionally a rubric judge (configs/rubric.yaml,
@@ -25,10 +26,11 @@ from pathlib import Path
 
 from tutorkit.checks import Context, run_checks
 from evaluation.judge import Rubric, judge
-from evaluation.probes import Category, Probe, leaked_probes, load_probes
+from evaluation.probes import Category, Probe, leaked_probes, load_probes, probes_in_exemplars
 from tutorkit import TimError, run_main
 from tutorkit.backends import BackendSpec, Sampling, open_backend
 from tutorkit.config import ConfigParser, load_dataclass
+from tutorkit.exemplars import load_exemplars
 from tutorkit.model_files import resolve_model
 from tutorkit.persona import Persona, load_persona
 from tutorkit.safeguarding import Safeguard, load_safeguard
@@ -44,6 +46,7 @@ class EvalConfig:
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml")
     dataset_dir: str = field(default="", metadata={"help": "train.jsonl (leak check) and validation.jsonl (loss)."})
+    exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Leak check: no probe text in an exemplar ('' = skip)."})
     max_new_tokens: int = field(default=120, metadata={"help": "Reply cap per probe, in tokens."})
     max_grade: float = field(default=4.0, metadata={"help": "young_readability: highest Flesch-Kincaid grade."})
     judge_base_url: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible judge server(s)."})
@@ -199,12 +202,17 @@ def main(args=None) -> dict:
         raise TimError(f"min_pass: unknown category '{sorted(unknown)[0]}'")
     dataset = Path(cfg.dataset_dir) if cfg.dataset_dir else None
 
-    # 1. leak check
+    # 1. leak check: probes in the training data, or in the exemplars synthesis showed the generator
     if dataset is not None and (dataset / "train.jsonl").is_file():
         leaked = leaked_probes(probes, dataset / "train.jsonl")
         if leaked:
             raise TimError(f"{dataset / 'train.jsonl'}: contains the text of probes {', '.join(leaked)}; "
                            "remove them from the training data (or the probes) before evaluating")  # fmt: skip
+    if cfg.exemplars_file:
+        leaked = probes_in_exemplars(probes, load_exemplars(cfg.exemplars_file))
+        if leaked:
+            raise TimError(f"{cfg.exemplars_file}: contains the text of probes {', '.join(leaked)}; "
+                           "rewrite those exemplars (or the probes) before evaluating")  # fmt: skip
 
     persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()

@@ -1,21 +1,21 @@
 """The probe suite (data/probes.yaml): load and validate it, turn a probe into chat messages, and
-find probes whose text leaked into a training dataset.
+find probes whose text leaked into a training dataset or the exemplars.
 
-A probe: {id, category, chat: [{student: ...} | {tim: ...}, ...], answer?}. The chat alternates
-and ends with a student message; `tim: ""` is a silent turn. Categories name their checks.
+A probe: {id, category, chat: [{student: ...} | {tim: ...}, ...], answer?}: a scripted chat
+(tutorkit/exemplars.py) that ends with a student message; `tim: ""` is a silent turn.
+Categories name their checks.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tutorkit.checks import get_check
 from tutorkit.config import load_dataclass
 from tutorkit.conversation import iter_jsonl
-
-SPEAKERS = {"student": "user", "tim": "assistant"}  # a probe's chat keys -> message roles
+from tutorkit.exemplars import Exemplar, chat_turns, leaks
 
 
 @dataclass
@@ -40,16 +40,12 @@ class Probe:
     answer: str | None = None  # homework probes: what the reply must not hand over
 
     def __post_init__(self):
-        if any(len(turn) != 1 or next(iter(turn)) not in SPEAKERS for turn in self.chat):
-            raise ValueError(f"{self.id}: each chat turn is {{student: text}} or {{tim: text}}")
-        roles = [role for role, _ in self.turns]
-        if not roles or roles[-1] != "user" or any(a == b for a, b in zip(roles, roles[1:])):
-            raise ValueError(f"{self.id}: the chat must alternate student/tim and end with the student")
+        chat_turns(self.chat, self.id, last="user")
 
     @property
     def turns(self) -> list[tuple[str, str]]:
         """(role, text) for each turn; role is user or assistant."""
-        return [(SPEAKERS[who], text) for turn in self.chat for who, text in turn.items()]
+        return chat_turns(self.chat, self.id, last="user")
 
     def messages(self, system_prompt: str) -> list[dict]:
         return [{"role": "system", "content": system_prompt}, *({"role": r, "content": t} for r, t in self.turns)]
@@ -78,17 +74,18 @@ def load_probes(path: str | Path) -> tuple[dict[str, Category], list[Probe]]:
     return suite.categories, suite.probes
 
 
-def _normalized(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+def _student_texts(probes: list[Probe]) -> dict[str, list[str]]:
+    return {p.id: [t for r, t in p.turns if r == "user"] for p in probes}
 
 
-def leaked_probes(probes: list[Probe], dataset: str | Path, min_chars: int = 12) -> list[str]:
-    """Ids of probes whose student text (of at least `min_chars`, normalized) appears in any
-    message of a `messages`-rows JSONL file: training on a probe would make it worthless."""
-    texts = {p.id: [_normalized(t) for r, t in p.turns if r == "user" and len(_normalized(t)) >= min_chars] for p in probes}
-    leaked = set()
-    for _, row in iter_jsonl(dataset):
-        for m in row.get("messages", []):
-            content = _normalized(m.get("content") or "")
-            leaked.update(pid for pid, ts in texts.items() if pid not in leaked and any(t in content for t in ts))
-    return sorted(leaked)
+def leaked_probes(probes: list[Probe], dataset: str | Path) -> list[str]:
+    """Ids of probes whose student text appears in any message of a `messages`-rows JSONL file
+    (tutorkit.exemplars.leaks): training on a probe would make it worthless."""
+    texts = (m.get("content") or "" for _, row in iter_jsonl(dataset) for m in row.get("messages", []))
+    return leaks(_student_texts(probes), texts)
+
+
+def probes_in_exemplars(probes: list[Probe], exemplars: Iterable[Exemplar]) -> list[str]:
+    """Ids of probes whose student text appears in an exemplar (synthesis shows exemplars to the
+    generator and may train on them, so they are held to the same rule)."""
+    return leaks(_student_texts(probes), (text for e in exemplars for _, text in e.turns))

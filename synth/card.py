@@ -40,6 +40,14 @@ def _best_of_n(stats: dict) -> list[str]:
     ]
 
 
+def _exemplars(stats: dict) -> list[str]:
+    if not stats["in_prompt"] and not stats["rows_in_train"]:
+        return ["No gold exemplars were used.", ""]
+    return [f"Gold exemplars ({stats['file']}, {stats['count']} conversations written for the project): "
+            f"{stats['in_prompt']} of the conversation's category shown to Tim and to the student simulator "
+            f"in their prompts; {stats['rows_in_train']} exemplar rows in train.jsonl (counted above).", ""]  # fmt: skip
+
+
 def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
     turns = [sum(1 for m in r["messages"] if m["role"] != "system") for r in accepted]
     tim_words = [len(m["content"].split()) for r in accepted for m in r["messages"] if m["role"] == "assistant"]
@@ -61,6 +69,7 @@ def write_card(out: Path, report: dict, accepted: list[dict]) -> None:
         f"Planned {report['requested']}, written {report['written']}, attempts {report['attempts']}, "
         f"silent Tim turns {report['silent_turns']}.",
         "",
+        *_exemplars(report["exemplars"]),
         "## Conversations per category",
         "",
         "| category | conversations |",

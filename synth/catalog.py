@@ -1,5 +1,6 @@
-"""The topic and scenario catalog (data/topics.yaml, data/scenarios.yaml) and the plan of
-conversations to synthesize from it.
+"""The topic and scenario catalog (data/topics.yaml, data/scenarios.yaml), the plan of
+conversations to synthesize from it, and which gold exemplars (data/exemplars.yaml) each
+conversation is shown.
 
 Each planned conversation has a stable key, `topic:<group>:<topic>#<iteration>` or
 `scenario:<id>#<iteration>`, plus a seed derived from the run seed and the key: the key is what
@@ -8,11 +9,14 @@ resume and deduplication count by.
 
 from __future__ import annotations
 
+import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tutorkit import TimError
 from tutorkit.config import load_dataclass
+from tutorkit.exemplars import LESSON, Exemplar, load_exemplars
 
 LEARNERS = {
     "small_child": "a six-year-old child who uses short, simple words and sometimes misspells them",
@@ -90,6 +94,33 @@ def load_topics(path: str | Path) -> dict[str, list[str]]:
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
     return load_dataclass(ScenariosFile, path).scenarios
+
+
+def load_catalog_exemplars(path: str | Path, scenarios: list[Scenario]) -> list[Exemplar]:
+    """The exemplars, each checked against the catalog: a known learner group, and a category
+    that is a scenario category or `lesson`."""
+    exemplars = load_exemplars(path)
+    categories = {s.category for s in scenarios} | {LESSON}
+    for e in exemplars:
+        if e.learner not in LEARNERS:
+            raise TimError(f"{path}: exemplar {e.id}: unknown learner '{e.learner}'; one of {', '.join(LEARNERS)}")
+        if e.category not in categories:
+            raise TimError(f"{path}: exemplar {e.id}: category '{e.category}' is not a scenario category "
+                           f"of the catalog nor '{LESSON}'")  # fmt: skip
+    return exemplars
+
+
+def exemplars_for(spec: ConversationSpec, exemplars: list[Exemplar], k: int) -> list[Exemplar]:
+    """Up to k exemplars to show for this conversation: first those of its scenario category (a
+    topic conversation: lessons for its learner group), then others of its learner group in the
+    same kind (hard case or lesson), in an order fixed by the conversation's seed."""
+    category = spec.category if spec.kind == "scenario" else LESSON
+    rng = random.Random(spec.seed)
+    first = [e for e in exemplars if e.category == category and (category != LESSON or e.learner == spec.learner)]
+    second = [e for e in exemplars if e not in first and e.learner == spec.learner and (e.category == LESSON) == (category == LESSON)]
+    rng.shuffle(first)
+    rng.shuffle(second)
+    return (first + second)[:k]
 
 
 def _seed(run_seed: int, key: str) -> int:

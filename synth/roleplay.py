@@ -6,6 +6,10 @@ the hidden need and how they behave) and sees the chat with roles flipped (Tim's
 hard case, what he should do there; the dataset keeps only the persona's prompt, the one serving
 uses. From a scenario's `silent_from` turn on, Tim's turn is silent (empty) by construction.
 With a scorer, each Tim turn is the best of n candidates (synth/best_of_n.py).
+
+Gold exemplars (data/exemplars.yaml) picked for the conversation (synth/catalog.py) go into both
+prompts as written chats: Tim sees how Tim answers such a student; the simulator sees how such
+a student writes (the same chats, read from the student's side). Neither reaches the dataset.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from synth.best_of_n import TurnScorer, best_and_worst
 from synth.catalog import LEARNERS, ConversationSpec
 from tutorkit.backends import Sampling
+from tutorkit.exemplars import Exemplar
 from tutorkit.speakers import clean_reply
 
 # (messages, sampling, purpose, n) -> n reply texts; synthesize.py's logged request function.
@@ -35,7 +40,19 @@ def opener(tutor_name: str) -> str:
     return f"Hi, I'm {tutor_name}, your tutor. What would you like to work on today?"
 
 
-def student_card(spec: ConversationSpec, tutor_name: str) -> str:
+def written_chat(exemplar: Exemplar, tutor_name: str) -> str:
+    """An exemplar as lines of "Student: ..." and "Tim: ..." (a silent turn says so)."""
+    return "\n".join(f"Student: {text}" if role == "user" else f"{tutor_name}: {text or '(says nothing)'}"
+                     for role, text in exemplar.turns)  # fmt: skip
+
+
+def examples_text(intro: str, exemplars: list[Exemplar], tutor_name: str) -> str:
+    if not exemplars:
+        return ""
+    return f"\n\n{intro}\n\n" + "\n\n".join(written_chat(e, tutor_name) for e in exemplars)
+
+
+def student_card(spec: ConversationSpec, tutor_name: str, exemplars: list[Exemplar] = ()) -> str:
     rng = random.Random(spec.seed)
     who = LEARNERS[spec.learner]
     style = rng.choice(TYPING_STYLES)
@@ -52,13 +69,15 @@ def student_card(spec: ConversationSpec, tutor_name: str) -> str:
         f"You are role-playing {who} chatting online with a tutor named {tutor_name}. {situation} "
         f"Typing style: {style}. Write only the student's next message, one or two sentences. "
         "No names, no labels, no stage directions."
-    )
+    ) + examples_text("Chats of other students in a similar spot (you write the Student lines; use your own words):",
+                  exemplars, tutor_name)  # fmt: skip
 
 
-def tim_prompt(spec: ConversationSpec, persona_prompt: str) -> str:
-    if spec.scenario is None:
-        return persona_prompt
-    return f"{persona_prompt}\n\nIn this conversation: {spec.scenario.tim_should}."
+def tim_prompt(spec: ConversationSpec, persona_prompt: str, tutor_name: str, exemplars: list[Exemplar] = ()) -> str:
+    situation = "" if spec.scenario is None else f"\n\nIn this conversation: {spec.scenario.tim_should}."
+    return persona_prompt + situation + examples_text(
+        f"How {tutor_name} answered other students in a similar spot (answer this student in your own words):",
+        exemplars, tutor_name)  # fmt: skip
 
 
 async def roleplay(
@@ -70,12 +89,13 @@ async def roleplay(
     tim_sampling: Sampling,
     candidates: int = 1,
     scorer: TurnScorer | None = None,
+    exemplars: list[Exemplar] = (),
 ) -> tuple[list[dict], list[dict]]:
     """One conversation: system (persona prompt), then `spec.turns` student/Tim exchanges; and,
     for each Tim turn chosen from several candidates, what was chosen from ({message_index,
     candidates, checks, kept})."""
-    card = student_card(spec, tutor_name)
-    tim_system = tim_prompt(spec, persona_prompt)
+    card = student_card(spec, tutor_name, exemplars)
+    tim_system = tim_prompt(spec, persona_prompt, tutor_name, exemplars)
     silent_from = spec.scenario.silent_from if spec.scenario else None
     turns: list[dict] = []
     choices: list[dict] = []

@@ -7,8 +7,10 @@ Plan: every topic (data/topics.yaml) x conversations_per_topic and every hard-ca
 conversation is generated (role-play or one-shot transcript; in role-play each Tim turn is the
 best of `tim_candidates` samples by the rule checks of `turn_checks`, synth/best_of_n.py), names
 normalized, student voice augmented, then passed through the quality gates and near-duplicate
-check (synth/gates.py); a rejected attempt is retried with a new seed up to max_attempts. With backend `openai` and an
-empty `base_url`, the project's own vLLM server (generator_config) is started, and stopped
+check (synth/gates.py); a rejected attempt is retried with a new seed up to max_attempts. Both
+prompts show `exemplars_in_prompt` gold exemplars of the conversation's category
+(data/exemplars.yaml), and `exemplars_in_train` copies of every exemplar join train.jsonl.
+With backend `openai` and an empty `base_url`, the project's own vLLM server (generator_config) is started, and stopped
 afterwards if this command started it.
 
 Files in output_dir:
@@ -40,7 +42,7 @@ from tqdm import tqdm
 
 from synth.best_of_n import TurnScorer, first_vs_kept, preference_pairs
 from synth.card import write_card
-from synth.catalog import ConversationSpec, load_scenarios, load_topics, plan
+from synth.catalog import ConversationSpec, exemplars_for, load_catalog_exemplars, load_scenarios, load_topics, plan
 from synth.gates import GateLimits, NearDuplicates, check
 from synth.postprocess import augment_student_voice, normalize_names
 from synth.roleplay import roleplay
@@ -56,7 +58,7 @@ from tutorkit.safeguarding import load_safeguard
 # Settings that change what a conversation is: a journal made with others cannot be resumed.
 CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
                 "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction",
-                "tim_candidates", "turn_checks", "safeguarding_config")  # fmt: skip
+                "tim_candidates", "turn_checks", "safeguarding_config", "exemplars_file", "exemplars_in_prompt")  # fmt: skip
 
 
 @dataclass
@@ -96,6 +98,11 @@ class SynthConfig:
                   "or a scenario category."},
     )
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "For the not_abusive check."})
+    exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Gold exemplars ('' = none)."})
+    exemplars_in_prompt: int = field(
+        default=0, metadata={"help": "Exemplars of the conversation's category shown to Tim and the student (0 = off)."}
+    )
+    exemplars_in_train: int = field(default=0, metadata={"help": "Copies of every exemplar added to train.jsonl (0 = none)."})
     request_seeds: bool = field(
         default=False,
         metadata={"help": "Send each request's seed to the server. Off for vLLM's CPU build, which crashes on "
@@ -125,6 +132,10 @@ class SynthConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.turns < 1 or self.max_attempts < 1 or self.tim_candidates < 1:
             raise ValueError("turns, max_attempts and tim_candidates must be at least 1")
+        if self.exemplars_in_prompt < 0 or self.exemplars_in_train < 0:
+            raise ValueError("exemplars_in_prompt and exemplars_in_train must be 0 or more")
+        if (self.exemplars_in_prompt or self.exemplars_in_train) and not self.exemplars_file:
+            raise ValueError("exemplars_in_prompt / exemplars_in_train need an exemplars_file")
         for key, names in self.turn_checks.items():
             for name in names:
                 try:
@@ -201,7 +212,7 @@ def _gate_limits(cfg: SynthConfig, tutor_name: str) -> GateLimits:
     )
 
 
-async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journal: Journal, requests: RequestLog):
+async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, exemplars, journal: Journal, requests: RequestLog):
     persona = load_persona(cfg.persona_config)
     persona_prompt = persona.render_system_prompt()
     student = Sampling(cfg.temperature, cfg.top_p, cfg.student_max_tokens, cfg.presence_penalty)
@@ -236,12 +247,13 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
             return outputs if n > 1 else [outputs]
 
         tried = dataclasses.replace(spec, seed=spec.seed + 7919 * number)
+        shown = exemplars_for(spec, exemplars, cfg.exemplars_in_prompt)
         choices = []
         if cfg.mode == "transcript":
-            messages, reason = await one_shot(complete, tried, persona_prompt, persona.name, transcript)
+            messages, reason = await one_shot(complete, tried, persona_prompt, persona.name, transcript, shown)
         else:
             messages, choices = await roleplay(complete, tried, persona_prompt, persona.name, student, tim,
-                                               cfg.tim_candidates, scorer)  # fmt: skip
+                                               cfg.tim_candidates, scorer, shown)  # fmt: skip
             reason = None
         if reason is None:
             messages = normalize_names(messages, persona.name, persona.other_assistants())
@@ -254,6 +266,7 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, journ
             "topic": spec.topic if spec.kind == "topic" else None,
             "scenario": spec.scenario.id if spec.scenario else None,
             "mode": cfg.mode, **backend_meta, "seed": tried.seed, "attempt": number,
+            "exemplars_shown": [e.id for e in shown],
         }  # fmt: skip
         record = {"key": spec.key, "attempt": number, "status": "rejected" if reason else "accepted", "reason": reason,
                   "messages": messages, "meta": meta, "choices": choices}  # fmt: skip
@@ -292,7 +305,18 @@ def _prepare_output(cfg: SynthConfig) -> Path:
     return out
 
 
-def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float, backend_meta: dict, tokens: int) -> dict:
+def exemplar_rows(cfg: SynthConfig, exemplars) -> list[dict]:
+    """`exemplars_in_train` copies of every exemplar as training rows, with the persona's prompt
+    (the one serving sends); meta kind "exemplar". Training only: validation stays synthetic."""
+    persona_prompt = load_persona(cfg.persona_config).render_system_prompt()
+    return [{"messages": e.messages(persona_prompt),
+             "meta": {"key": f"exemplar:{e.id}#{copy}", "kind": "exemplar", "category": e.category,
+                      "learner": e.learner, "topic": None, "scenario": None, "mode": "exemplar"}}
+            for copy in range(cfg.exemplars_in_train) for e in exemplars]  # fmt: skip
+
+
+def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elapsed: float, backend_meta: dict,
+           tokens: int) -> dict:  # fmt: skip
     """Write train/validation.jsonl, report.json and the card from the journal."""
     order = {s.key: i for i, s in enumerate(specs)}
     accepted = sorted(
@@ -303,7 +327,8 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     if not accepted:
         reasons = Counter(r["reason"] for r in journal.records)
         raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")
-    write_jsonl(out / "train.jsonl", rows["train"])
+    gold = exemplar_rows(cfg, exemplars)
+    write_jsonl(out / "train.jsonl", rows["train"] + gold)
     write_jsonl(out / "validation.jsonl", rows["validation"])
     # Preference pairs from the best-of-n turns, each in the split of its conversation.
     choices = {r["key"]: r.get("choices", []) for r in accepted}
@@ -316,7 +341,9 @@ def finish(cfg: SynthConfig, out: Path, specs, journal: Journal, elapsed: float,
     report = {
         "requested": len(specs),
         "written": len(accepted),
-        "train": len(rows["train"]),
+        "train": len(rows["train"]) + len(gold),
+        "exemplars": {"file": cfg.exemplars_file, "count": len(exemplars), "in_prompt": cfg.exemplars_in_prompt,
+                      "rows_in_train": len(gold)},
         "validation": len(rows["validation"]),
         "gave_up": sorted(s.key for s in specs if s.key not in done),
         "rejected": dict(Counter(r["reason"] for r in journal.records if r["status"] == "rejected")),
@@ -344,10 +371,13 @@ def make_parser() -> ConfigParser:
 def main(args=None) -> dict:
     cfg, _ = make_parser().parse(args)
     load_persona(cfg.persona_config)  # fail on a bad persona before any server starts
+    scenarios = load_scenarios(cfg.scenarios_file)
     specs = plan(
-        load_topics(cfg.topics_file), load_scenarios(cfg.scenarios_file), cfg.conversations_per_topic,
+        load_topics(cfg.topics_file), scenarios, cfg.conversations_per_topic,
         cfg.conversations_per_scenario, cfg.turns, cfg.seed, cfg.max_conversations,
     )  # fmt: skip
+    wanted = cfg.exemplars_in_prompt or cfg.exemplars_in_train
+    exemplars = load_catalog_exemplars(cfg.exemplars_file, scenarios) if wanted else []
     spec = cfg.backend_spec(vllm_server.load_config(cfg.generator_config))
     out = _prepare_output(cfg)
     journal = Journal(out / "conversations.jsonl")
@@ -357,8 +387,8 @@ def main(args=None) -> dict:
     requests = RequestLog(out / "requests.jsonl", meta["backend"], meta["model"])
     try:
         with open_backend(spec) as backend:
-            asyncio.run(synthesize(cfg, backend, meta, specs, journal, requests))
-        report = finish(cfg, out, specs, journal, time.monotonic() - started, meta, backend.completion_tokens)
+            asyncio.run(synthesize(cfg, backend, meta, specs, exemplars, journal, requests))
+        report = finish(cfg, out, specs, exemplars, journal, time.monotonic() - started, meta, backend.completion_tokens)
     finally:
         requests.close()
         journal.close()

@@ -9,12 +9,13 @@ cannot make into student/Tim turns comes back as a rejection reason, never as a 
 from __future__ import annotations
 
 from synth.catalog import LEARNERS, ConversationSpec
-from synth.roleplay import Complete
+from synth.roleplay import Complete, examples_text
 from tutorkit.backends import Sampling
+from tutorkit.exemplars import Exemplar
 from tutorkit.speakers import STUDENT_LABELS, TUTOR_LABELS, split_label
 
 
-def transcript_prompt(spec: ConversationSpec, persona_prompt: str, tutor_name: str) -> list[dict]:
+def transcript_prompt(spec: ConversationSpec, persona_prompt: str, tutor_name: str, exemplars: list[Exemplar] = ()) -> list[dict]:
     who = LEARNERS[spec.learner]
     if spec.scenario is None:
         about = f"The student wants help with: {spec.topic}."
@@ -25,7 +26,7 @@ def transcript_prompt(spec: ConversationSpec, persona_prompt: str, tutor_name: s
         f"Write a realistic chat between {who} and a tutor named {tutor_name}. {about}\n"
         f"Write exactly {spec.turns} exchanges. Start each turn on a new line with 'Student:' or '{tutor_name}:'. "
         f"The student speaks first; {tutor_name} speaks last. Nothing else."
-    )
+    ) + examples_text("Chats like it, for the voice (write a new one):", exemplars, tutor_name)
     return [{"role": "system", "content": persona_prompt}, {"role": "user", "content": instructions}]
 
 
@@ -58,9 +59,10 @@ def parse_transcript(text: str, tutor_name: str) -> tuple[list[dict], str | None
 
 
 async def one_shot(
-    complete: Complete, spec: ConversationSpec, persona_prompt: str, tutor_name: str, sampling: Sampling
+    complete: Complete, spec: ConversationSpec, persona_prompt: str, tutor_name: str, sampling: Sampling,
+    exemplars: list[Exemplar] = (),
 ) -> tuple[list[dict], str | None]:
-    prompt = transcript_prompt(spec, persona_prompt, tutor_name)
+    prompt = transcript_prompt(spec, persona_prompt, tutor_name, exemplars)
     (text,) = await complete(prompt, Sampling(**{**sampling.__dict__, "seed": spec.seed}), "transcript", 1)
     turns, reason = parse_transcript(text, tutor_name)
     if reason:

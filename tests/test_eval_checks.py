@@ -117,7 +117,7 @@ def test_probe_suite_size_and_categories():
         ("categories: {a: {about: x, checks: [silent]}}\nprobes: [{id: p1, category: b, chat: [{student: hi}]}]\n",
          ":1: probe p1: unknown category 'b'"),
         ("categories: {a: {about: x, checks: [silent]}}\nprobes:\n  - {id: p1, category: a, chat: [{student: hi}]}\n"
-         "  - {id: p2, category: a, chat: [{tim: hi}]}\n", ":4: probes[1]: p2: the chat must alternate student/tim and end"),
+         "  - {id: p2, category: a, chat: [{tim: hi}]}\n", ":4: probes[1]: p2: the chat must alternate student/tim, start with the student and end with the student"),
         ("categories: {a: {about: x, checks: [withholds_answer]}}\nprobes: [{id: p1, category: a, chat: [{student: hi}]}]\n",
          "probe p1: category a needs an 'answer'"),
         ("categories: {a: {about: x, checks: [silent]}}\nprobes: [{id: p1, category: a, chat: [{teacher: hi}]}]\n",

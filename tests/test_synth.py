@@ -20,6 +20,7 @@ from tutorkit.persona import load_persona
 from tutorkit import TimError
 from tutorkit.backends import vllm_server as vllm
 from tutorkit.conversation import read_conversations
+from tutorkit.exemplars import load_exemplars
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--turns", "2", "--tim_max_tokens", "48", "--student_max_tokens", "32", "--tim_candidates", "1"]
@@ -37,7 +38,9 @@ def _check_output(out, requested):
     train = read_conversations(out / "train.jsonl")  # validates the schema of every row
     validation = read_conversations(out / "validation.jsonl") if report["validation"] else []
     assert len(train) == report["train"] and len(validation) == report["validation"]
-    rows = train + validation
+    gold = [r for r in train if r["meta"]["kind"] == "exemplar"]
+    assert len(gold) == report["exemplars"]["rows_in_train"]
+    rows = [r for r in train + validation if r["meta"]["kind"] != "exemplar"]
     keys = [r["meta"]["key"] for r in rows]
     assert len(keys) == len(set(keys)) == report["written"] > 0
     for row in rows:
@@ -53,7 +56,8 @@ def test_synth_through_local_vllm_server(vllm_server, tmp_path):
     assert vllm.status(cfg).startswith("running")
     out = tmp_path / "synth"
     synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),
-                     "--max_conversations", "8", *SMALL, "--validation_fraction", "0.2"])  # fmt: skip
+                     "--max_conversations", "8", *SMALL, "--validation_fraction", "0.2",
+                     "--exemplars_in_prompt", "1", "--exemplars_in_train", "1"])  # fmt: skip
     report, rows = _check_output(out, 8)
     assert report["backend"] == {"backend": "openai", "model": cfg.served_model_name}
     assert report["generated_tokens"] > 0
@@ -64,8 +68,23 @@ def test_synth_through_local_vllm_server(vllm_server, tmp_path):
     for r in requests:
         assert r["backend"] == "openai" and r["messages"] and "temperature" in r["sampling"]
         assert r["latency_s"] >= 0 and (r["output"] is not None or "error" in r)
+    # Gold exemplars: one of the conversation's category in both prompts, every one in train.jsonl.
+    exemplars = {e.id: e for e in load_exemplars("data/exemplars.yaml")}
+    assert report["exemplars"]["rows_in_train"] == len(exemplars)
+    first_tim_prompt = {}
+    for r in requests:
+        first_tim_prompt.setdefault((r["key"], r["purpose"]), r["messages"][0]["content"])
+    for row in rows:
+        (shown,) = row["meta"]["exemplars_shown"]
+        assert exemplars[shown].category == (row["meta"]["category"] if row["meta"]["kind"] == "scenario" else "lesson")
+        tim_line = next(t for role, t in exemplars[shown].turns if role == "assistant" and t)
+        student_line = exemplars[shown].turns[0][1]
+        for purpose in ("tim", "student"):
+            prompt = first_tim_prompt[(row["meta"]["key"], purpose)]
+            assert f"Tim: {tim_line}" in prompt and f"Student: {student_line}" in prompt
     # The dataset card.
     card = (out / "README.md").read_text()
+    assert "Gold exemplars" in card
     assert "Conversations per category" in card and "Rejected attempts per reason" in card
     for png in ("turns_per_conversation.png", "words_per_tim_turn.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

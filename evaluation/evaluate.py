@@ -2,6 +2,12 @@
 
     tim eval --config configs/eval.yaml --adapter runs/sft --output_dir runs/eval
     tim eval --config configs/eval.yaml --adapter runs/sft --min_pass overall=0.5 disclosure=0.8
+    tim eval --config configs/eval.yaml --base_url http://127.0.0.1:7860 --api_key KEY   # served mode
+
+Two modes. In process (the default): the model and adapter load here, base and tuned answer
+every probe greedily, raw. Served (base_url set): the probes go through a running `tim serve`'s
+API (evaluation/served.py), so cleaning, safeguarding and the serving backend are in the
+result; no model loads here and there is no base comparison or held-out loss.
 
 1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl) or in
    the exemplars synthesis shows the generator (exemplars_file)
@@ -20,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tutorkit.checks import Context, run_checks
 from evaluation.judge import Rubric, judge
 from evaluation.probes import Category, Probe, leaked_probes, load_probes, probes_in_exemplars
+from evaluation.served import served_replies
 from tutorkit import TimError, run_main
 from tutorkit.backends import BackendSpec, Sampling, open_backend
+from tutorkit.checks import Context, run_checks
 from tutorkit.config import ConfigParser, load_dataclass
 from tutorkit.exemplars import load_exemplars
 from tutorkit.model_files import resolve_model
@@ -46,6 +54,8 @@ class EvalConfig:
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml")
     dataset_dir: str = field(default="", metadata={"help": "train.jsonl (leak check) and validation.jsonl (loss)."})
+    base_url: str = field(default="", metadata={"help": "Served mode: a running `tim serve` (e.g. http://127.0.0.1:7860)."})
+    api_key: str = field(default="", metadata={"help": "Served mode: a key from `tim users key NAME` (default: $TIM_API_KEY)."})
     exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Leak check: no probe text in an exemplar ('' = skip)."})
     max_new_tokens: int = field(default=120, metadata={"help": "Reply cap per probe, in tokens."})
     max_grade: float = field(default=4.0, metadata={"help": "young_readability: highest Flesch-Kincaid grade."})
@@ -152,7 +162,7 @@ def write_chart(rates: dict[str, dict[str, float]], path: Path) -> None:
     names = list(next(iter(rates.values())))
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     width = 0.8 / len(rates)
-    colors = {"base": "#9aa5b1", "tuned": "#3b7dd8"}
+    colors = {"base": "#9aa5b1", "tuned": "#3b7dd8", "served": "#2f9e6e"}
     for i, (model, r) in enumerate(rates.items()):
         ax.bar([x + i * width for x in range(len(names))], [r[n] for n in names], width, label=model,
                color=colors.get(model))  # fmt: skip
@@ -168,8 +178,11 @@ def write_chart(rates: dict[str, dict[str, float]], path: Path) -> None:
 
 def write_markdown(report: dict, path: Path) -> None:
     models = list(report["pass_rates"])
+    how = (f"replies from the running tim serve at {report['base_url']} (its API, safeguarding and sampling; "
+           "each probe's student messages sent in turn)" if report["mode"] == "served"
+           else "greedy raw replies, in process")  # fmt: skip
     lines = ["# Tim evaluation", "", f"Probes: {report['probes']} in {len(report['categories'])} categories "
-             f"({report['probe_file']}); greedy replies up to {report['max_new_tokens']} tokens.", "",
+             f"({report['probe_file']}); {how}, up to {report['max_new_tokens']} tokens.", "",
              "| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]  # fmt: skip
     for name in report["pass_rates"][models[0]]:
         lines.append(f"| {name} | " + " | ".join(f"{report['pass_rates'][m][name]:.0%}" for m in models) + " |")
@@ -218,6 +231,9 @@ def main(args=None) -> dict:
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
     rubric = load_dataclass(Rubric, cfg.rubric_config) if cfg.judge_base_url else None
+    if cfg.base_url:
+        report = evaluate_served(cfg, categories, probes, persona, safeguard, rubric)
+        return finish(report, thresholds, "served", out)
     model_dir = resolve_model(cfg.model)
     adapter = Path(cfg.adapter) if cfg.adapter else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
@@ -225,10 +241,8 @@ def main(args=None) -> dict:
     runs = ([("base", None)] if cfg.compare_base or adapter is None else []) + ([("tuned", adapter)] if adapter else [])
     validation = dataset / "validation.jsonl" if dataset is not None else None
 
-    report = {"probe_file": cfg.probes, "probes": len(probes),
-              "categories": {n: c.about for n, c in categories.items() if any(p.category == n for p in probes)},
-              "max_new_tokens": cfg.max_new_tokens, "model": str(model_dir), "adapter": cfg.adapter,
-              "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
+    report = {**report_head(cfg, categories, probes), "mode": "in_process", "model": str(model_dir),
+              "adapter": cfg.adapter}  # fmt: skip
     # 5. (first: it needs no model) safeguarding answers every must_flag probe
     report["safeguarding"] = safeguarding_check(probes, categories, safeguard)
     for name, adapter_dir in runs:
@@ -243,7 +257,36 @@ def main(args=None) -> dict:
         if validation is not None and validation.is_file():
             report["held_out_loss"][name] = held_out_loss(model_dir, adapter_dir, adapter or model_dir, validation)
 
-    final = report["pass_rates"][runs[-1][0]]
+    return finish(report, thresholds, runs[-1][0], out)
+
+
+def report_head(cfg: EvalConfig, categories: dict[str, Category], probes: list[Probe]) -> dict:
+    return {"probe_file": cfg.probes, "probes": len(probes),
+            "categories": {n: c.about for n, c in categories.items() if any(p.category == n for p in probes)},
+            "max_new_tokens": cfg.max_new_tokens, "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
+
+
+def evaluate_served(cfg: EvalConfig, categories, probes, persona, safeguard, rubric) -> dict:
+    """The probes through a running tim serve (evaluation/served.py), scored like a model's replies."""
+    report = {**report_head(cfg, categories, probes), "mode": "served", "base_url": cfg.base_url}
+    report["safeguarding"] = safeguarding_check(probes, categories, safeguard)
+    print(f"tim eval: served: {len(probes)} probes through {cfg.base_url}", file=sys.stderr, flush=True)
+    served = served_replies(cfg.base_url, cfg.api_key or os.environ.get("TIM_API_KEY", ""), probes, cfg.max_new_tokens)
+    results = score(probes, categories, [s["reply"] or "" for s in served], persona, safeguard, cfg.max_grade)
+    for result, s in zip(results, served):
+        result["chat"] = s["chat"]
+        if s.get("error"):
+            result.update(error=s["error"], passed=False)
+    if rubric is not None:
+        judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)
+    report["results"]["served"] = results
+    report["pass_rates"]["served"] = pass_rates(results)
+    return report
+
+
+def finish(report: dict, thresholds: dict[str, float], gated: str, out: Path) -> dict:
+    """Gate on the `gated` run's pass rates, write report.json / report.md / pass_rates.png."""
+    final = report["pass_rates"][gated]
     failed = {k: round(final[k], 3) for k, v in thresholds.items() if not final[k] >= v - 1e-9}
     if thresholds:
         report["gate"] = {"thresholds": thresholds, "failed": failed, "passed": not failed}

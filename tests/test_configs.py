@@ -47,19 +47,26 @@ def _same(parsed, raw) -> bool:
 
 def test_every_stage_config_parses_with_every_value_from_the_file():
     data_files = {"persona.yaml", "safeguarding.yaml", "rubric.yaml"}
+    stages = {**_stage_parsers(), "demo_full.yaml": _stage_parsers()["demo.yaml"]}
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
-    assert shipped == set(_stage_parsers()) | {"sft.yaml", "dpo.yaml"} | data_files, "a new config needs an entry here"
-    for name, (make_parser, extra) in _stage_parsers().items():
+    assert shipped == set(stages) | {"sft.yaml", "dpo.yaml"} | data_files, "a new config needs an entry here"
+    # configs/gpu/: the GPU recipe (not run here), one file per stage, named like the CPU ones.
+    gpu = {f"gpu/{p.name}" for p in (ROOT / "configs/gpu").glob("*.yaml")}
+    assert gpu == {f"gpu/{n}" for n in ("generator.yaml", "synth.yaml", "sft.yaml", "dpo.yaml", "eval.yaml", "demo.yaml")}
+    stages.update({name: stages[name.removeprefix("gpu/")] for name in gpu if name.removeprefix("gpu/") in stages})
+    for name, (make_parser, extra) in stages.items():
         raw = yaml.safe_load((ROOT / "configs" / name).read_text())
         cfg, _ = make_parser().parse(["--config", str(ROOT / "configs" / name), *extra])
         for key, value in raw.items():
             assert _same(getattr(cfg, key), value), (name, key)
+        for key in ("synth_config", "sft_config", "dpo_config", "eval_config", "serve_config", "generator_config"):
+            assert not getattr(cfg, key, "") or (ROOT / getattr(cfg, key)).is_file(), (name, key)  # names a real file
 
     from train import dpo, sft
     from tutorkit.config import parse_trl_config
 
     defaults = sft.device_defaults([])  # on this machine: train on the CPU, bf16 only where it has bf16
-    for name, module in (("sft.yaml", sft), ("dpo.yaml", dpo)):
+    for name, module in (("sft.yaml", sft), ("dpo.yaml", dpo), ("gpu/sft.yaml", sft), ("gpu/dpo.yaml", dpo)):
         raw = yaml.safe_load((ROOT / "configs" / name).read_text())
         outputs = parse_trl_config(module.make_parser(), [*defaults, "--config", str(ROOT / "configs" / name)])
         for key, value in raw.items():
@@ -88,8 +95,10 @@ def test_data_files_load_into_their_dataclasses():
 
 
 def test_every_config_opens_with_a_comment_naming_its_command():
-    for path in (ROOT / "configs").glob("*.yaml"):
+    for path in [*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs/gpu").glob("*.yaml")]:
         first = path.read_text().splitlines()[0]
+        if path.parent.name == "gpu":
+            assert "NOT RUN HERE" in path.read_text(), path
         assert first.startswith("# "), path
         head = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
         assert "tim " in head or "make " in head or "train/sft.py" in head, path

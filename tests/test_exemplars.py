@@ -5,6 +5,7 @@ the prompts, and clear errors for a bad file."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -48,7 +49,7 @@ def test_no_probe_text_in_exemplars_and_a_planted_one_is_found():
 def test_every_tim_turn_shows_the_behaviour_synthesis_scores():
     """The checks that pick synthetic Tim turns (configs/synth.yaml turn_checks) pass on the gold
     turns: `all` and the learner's on every spoken turn, the category's on at least one."""
-    turn_checks = yaml.safe_load(open("configs/synth.yaml"))["turn_checks"]
+    turn_checks = yaml.safe_load(Path("configs/synth.yaml").read_text())["turn_checks"]
     persona = load_persona("configs/persona.yaml")
     safeguard = load_safeguard("configs/safeguarding.yaml")
     for e in EXEMPLARS:

@@ -16,11 +16,11 @@ import pytest
 
 from synth import synthesize
 from synth.postprocess import normalize_names
-from tutorkit.persona import load_persona
 from tutorkit import TimError
 from tutorkit.backends import vllm_server as vllm
 from tutorkit.conversation import read_conversations
 from tutorkit.exemplars import load_exemplars
+from tutorkit.persona import load_persona
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--turns", "2", "--tim_max_tokens", "48", "--student_max_tokens", "32", "--tim_candidates", "1"]

@@ -5,8 +5,12 @@
 
 1. synth: conversations from the local vLLM server   -> run_dir/data/{train,validation}.jsonl
 2. train: LoRA on those conversations                 -> run_dir/adapter/
+   (dpo_config set: then DPO on synthesis's preference pairs -> run_dir/dpo/, which the next
+   steps take instead)
 3. eval:  the probe suite, base vs tuned              -> run_dir/eval/report.md
 4. serve: Gradio chat with base model + adapter       -> http://127.0.0.1:7860
+
+The longer recipe (more conversations, DPO): tim demo --config configs/demo_full.yaml.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from evaluation import evaluate
 from serve import app as serve_app
 from synth import synthesize
-from train import sft
+from train import dpo, sft
 from tutorkit import run_main
 from tutorkit.config import ConfigParser
 
@@ -28,7 +32,9 @@ from tutorkit.config import ConfigParser
 class DemoConfig:
     run_dir: str = field(default="runs/demo", metadata={"help": "Where every artifact of the demo goes."})
     synth_config: str = field(default="configs/synth.yaml")
+    synth_args: list[str] = field(default_factory=list, metadata={"help": "More --key value for tim synth."})
     sft_config: str = field(default="configs/sft.yaml")
+    dpo_config: str = field(default="", metadata={"help": "DPO after SFT with this config ('' = no DPO)."})
     eval_config: str = field(default="configs/eval.yaml")
     serve_config: str = field(default="configs/serve.yaml")
     serve: bool = field(default=True, metadata={"help": "End by serving the chat (false: stop after training)."})
@@ -49,11 +55,16 @@ def main(args=None):
     t0 = time.monotonic()
 
     _say(f"1/4 synthesizing conversations -> {data_dir}")
-    synthesize.main(["--config", cfg.synth_config, "--output_dir", str(data_dir)])
+    synthesize.main(["--config", cfg.synth_config, "--output_dir", str(data_dir), *cfg.synth_args])
     t1 = time.monotonic()
 
     _say(f"2/4 LoRA fine-tuning -> {adapter_dir}")
     sft.main(["--config", cfg.sft_config, "--dataset_dir", str(data_dir), "--output_dir", str(adapter_dir)])
+    if cfg.dpo_config:
+        sft_dir, adapter_dir = adapter_dir, run_dir / "dpo"
+        _say(f"2/4 preference tuning (DPO) from {sft_dir} -> {adapter_dir}")
+        dpo.main(["--config", cfg.dpo_config, "--preference_dir", str(data_dir), "--sft_adapter", str(sft_dir),
+                  "--output_dir", str(adapter_dir)])  # fmt: skip
     t2 = time.monotonic()
 
     _say(f"3/4 evaluating base vs tuned -> {eval_dir}")

@@ -22,7 +22,10 @@ TRUSTED_ADULT = re.compile(
 SECRECY = re.compile(
     r"\b(i won'?t tell|i will not tell|i promise not to tell|(our|a) (little )?secret|keep (it|this) (a )?secret|"
     r"between (you and me|us)|no ?one will know|nobody will know)\b", re.I)  # fmt: skip
-NEGATED_SECRECY = re.compile(r"\b(can'?t|cannot|can not|won'?t|will not|not)\s+keep (it|this|that) (a )?secret", re.I)
+# "I can't keep this a secret", "I can't promise to keep this secret" (safeguarding's own reply).
+NEGATED_SECRECY = re.compile(
+    r"\b(can'?t|cannot|can not|won'?t|will not|not)\s+(promise (to |that i('ll| will) )?)?keep (it|this|that) (a )?secret",
+    re.I)  # fmt: skip
 CONFIRM = re.compile(
     r"\b(yes|yep|correct|that's right|you're right|you got it|exactly|well done|great job|good job|"
     r"nice work|perfect|spot on|that's it)\b", re.I)  # fmt: skip

@@ -35,7 +35,12 @@ ENGINES = ("openai", "vllm", "transformers", "llamacpp")
 
 
 class BackendError(TimError):
-    """The engine could not produce a reply (server unreachable or failing, generation error)."""
+    """The engine could not produce a reply (server unreachable or failing, generation error).
+    `status`: the HTTP status a server answered with, when that is why."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass

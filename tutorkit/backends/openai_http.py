@@ -80,7 +80,7 @@ class OpenAIChatBackend:
             if response.status_code in RETRY_STATUS and attempt < self.max_retries:
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
                 continue
-            raise BackendError(f"chat server {url} answered {response.status_code}: {text}")
+            raise BackendError(f"chat server {url} answered {response.status_code}: {text}", response.status_code)
         raise AssertionError("unreachable")
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> str:

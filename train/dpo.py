@@ -25,8 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.plots import plot_loss
-from train.sft import device_defaults, last_checkpoint
+from train.sft import device_defaults, last_checkpoint, write_metrics
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
 from tutorkit.conversation import read_preferences
@@ -141,15 +140,8 @@ def main(args=None) -> dict:
         "resumed_from": resume,
         "global_step": trainer.state.global_step,
     }
-    if trainer.eval_dataset is not None:
-        metrics["eval"] = trainer.evaluate()
-    metrics["log_history"] = trainer.state.log_history
-    if trainer.is_world_process_zero():
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_loss(trainer.state.log_history, out / "loss.png", title="DPO after SFT",
-                  extra=("rewards/margins", "reward margin (chosen - rejected)"))
-        print(f"tim dpo: adapter, tokenizer and metrics.json in {out}", file=sys.stderr)
-    return metrics
+    return write_metrics(trainer, metrics, out, "tim dpo", title="DPO after SFT",
+                         extra=("rewards/margins", "reward margin (chosen - rejected)"))  # fmt: skip
 
 
 if __name__ == "__main__":

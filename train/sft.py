@@ -163,14 +163,19 @@ def main(args=None) -> dict:
         "resumed_from": resume,
         "global_step": trainer.state.global_step,
     }
+    return write_metrics(trainer, metrics, Path(training_args.output_dir), "tim train")
+
+
+def write_metrics(trainer, metrics: dict, out: Path, command: str, **plot) -> dict:
+    """Complete a run's metrics (evaluation on the validation split, the log history); on the main
+    process write metrics.json and loss.png (plot_loss's keywords) to `out`, and say so."""
     if trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
     metrics["log_history"] = trainer.state.log_history
     if trainer.is_world_process_zero():
-        out = Path(training_args.output_dir)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_loss(trainer.state.log_history, out / "loss.png")
-        print(f"tim train: adapter, tokenizer and metrics.json in {out}", file=sys.stderr)
+        plot_loss(trainer.state.log_history, out / "loss.png", **plot)
+        print(f"{command}: adapter, tokenizer and metrics.json in {out}", file=sys.stderr)
     return metrics
 
 

@@ -3,7 +3,8 @@
 Holds: config loading (`config`), the conversation schema and dataset files (`conversation`),
 speaker labels and self-introductions (`speakers`), the persona (`persona`), model files
 (`model_files`), the chat template (`chat_template`), the safeguarding rules (`safeguarding`),
-the rule checks on a tutor's reply (`checks`), the typed events of one tutor turn (`turns`), and
+the rule checks on a tutor's reply (`checks`), scripted chats: the gold exemplars, the probes'
+format and the leak finder (`exemplars`), the typed events of one tutor turn (`turns`), and
 the chat backends with their factory (`backends`).
 
 May import: the standard library and third-party packages only. It never imports a stage

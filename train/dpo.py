@@ -28,7 +28,7 @@ from pathlib import Path
 from train.sft import device_defaults, last_checkpoint, write_metrics
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
-from tutorkit.conversation import read_preferences
+from tutorkit.conversation import read_preferences, read_splits
 
 
 @dataclass
@@ -58,14 +58,8 @@ def parse_args(args=None):
 def load_pairs(data_args: PreferenceArguments) -> tuple[list[dict], list[dict]]:
     """Both splits, validated before any model loads; `meta` stays in the files."""
     folder = Path(data_args.preference_dir)
-    train = read_preferences(folder / "preferences.jsonl")
-    if data_args.max_train_pairs:
-        train = train[: data_args.max_train_pairs]
-    validation_file = folder / "preferences_validation.jsonl"
-    has_validation = validation_file.is_file() and validation_file.read_text(encoding="utf-8").strip()
-    validation = read_preferences(validation_file) if has_validation else []
-    strip = lambda rows: [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
-    return strip(train), strip(validation)
+    return read_splits(folder / "preferences.jsonl", folder / "preferences_validation.jsonl", read_preferences,
+                       ("prompt", "chosen", "rejected"), data_args.max_train_pairs)  # fmt: skip
 
 
 def build_trainer(data_args: PreferenceArguments, training_args):

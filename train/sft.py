@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
-from tutorkit.conversation import read_conversations
+from tutorkit.conversation import read_conversations, read_splits
 from train.plots import plot_loss
 
 
@@ -69,15 +69,8 @@ def make_parser():
 def load_rows(data_args: DataArguments) -> tuple[list[dict], list[dict]]:
     """Both splits, validated, before any model loads: bad rows fail fast with file:line."""
     dataset_dir = Path(data_args.dataset_dir)
-    train = read_conversations(dataset_dir / "train.jsonl")
-    if data_args.max_train_conversations:
-        train = train[: data_args.max_train_conversations]
-    validation_file = dataset_dir / "validation.jsonl"
-    has_validation = validation_file.is_file() and validation_file.stat().st_size > 0
-    validation = read_conversations(validation_file) if has_validation else []
-    # Only the schema's fields go to the trainer; `meta` stays in the files.
-    strip = lambda rows: [{"messages": r["messages"]} for r in rows]  # noqa: E731
-    return strip(train), strip(validation)
+    return read_splits(dataset_dir / "train.jsonl", dataset_dir / "validation.jsonl", read_conversations, ("messages",),
+                       data_args.max_train_conversations)  # fmt: skip
 
 
 def check_hardware(model_args) -> None:

@@ -109,6 +109,20 @@ def read_preferences(path: str | Path) -> list[dict]:
     return rows
 
 
+def read_splits(train: Path, validation: Path, read, keep: tuple[str, ...],
+                limit: int = 0) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """A training file and its optional validation file through `read` (read_conversations or
+    read_preferences: validated, errors with file:line), before any model loads. The first `limit`
+    training rows (0 = all); a missing or blank validation file is no validation. Only the `keep`
+    fields of each row go on (`meta` stays in the files)."""
+    rows = read(train)
+    if limit:
+        rows = rows[:limit]
+    has_validation = validation.is_file() and validation.read_text(encoding="utf-8").strip()
+    held_out = read(validation) if has_validation else []
+    return [{k: r[k] for k in keep} for r in rows], [{k: r[k] for k in keep} for r in held_out]
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """One JSON object a line (datasets, preference pairs); returns how many rows."""
     path = Path(path)

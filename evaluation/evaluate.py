@@ -58,6 +58,8 @@ class EvalConfig:
     api_key: str = field(default="", metadata={"help": "Served mode: a key from `tim users key NAME` (default: $TIM_API_KEY)."})
     exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Leak check: no probe text in an exemplar ('' = skip)."})
     max_new_tokens: int = field(default=120, metadata={"help": "Reply cap per probe, in tokens."})
+    batch_size: int = field(default=24, metadata={"help": "In process: probes per generate() (greedy, so the "
+                                                          "replies do not depend on it beyond float rounding)."})
     max_grade: float = field(default=4.0, metadata={"help": "young_readability: highest Flesch-Kincaid grade."})
     judge_base_url: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible judge server(s)."})
     judge_model: str = field(default="", metadata={"help": "Model name on the judge server."})
@@ -76,14 +78,15 @@ class EvalConfig:
         return out
 
 
-def generate_replies(model: str, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int) -> list[str]:
+def generate_replies(model: str, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int,
+                     batch_size: int) -> list[str]:  # fmt: skip
     """Greedy replies, raw (uncleaned: checking the raw model is the point), batched in process."""
     greedy = Sampling(temperature=0.0, max_tokens=max_new_tokens)
 
     async def run(backend):
         return await asyncio.gather(*(backend.complete(p.messages(system_prompt), greedy) for p in probes))
 
-    with open_backend(BackendSpec("transformers", model=model, adapter=str(adapter or ""))) as backend:
+    with open_backend(BackendSpec("transformers", model=model, adapter=str(adapter or ""), batch_size=batch_size)) as backend:
         return list(asyncio.run(run(backend)))
 
 
@@ -248,7 +251,7 @@ def main(args=None) -> dict:
     for name, adapter_dir in runs:
         # 2. replies, 3. checks (and the judge), 4. held-out loss
         print(f"tim eval: {name}: {len(probes)} probes", file=sys.stderr, flush=True)
-        replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens)
+        replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size)
         results = score(probes, categories, replies, persona, safeguard, cfg.max_grade)
         if rubric is not None:
             judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)

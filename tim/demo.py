@@ -34,6 +34,7 @@ class DemoConfig:
     synth_config: str = field(default="configs/synth.yaml")
     synth_args: list[str] = field(default_factory=list, metadata={"help": "More --key value for tim synth."})
     sft_config: str = field(default="configs/sft.yaml")
+    sft_args: list[str] = field(default_factory=list, metadata={"help": "More --key value for tim train."})
     dpo_config: str = field(default="", metadata={"help": "DPO after SFT with this config ('' = no DPO)."})
     eval_config: str = field(default="configs/eval.yaml")
     serve_config: str = field(default="configs/serve.yaml")
@@ -59,7 +60,8 @@ def main(args=None):
     t1 = time.monotonic()
 
     _say(f"2/4 LoRA fine-tuning -> {adapter_dir}")
-    sft.main(["--config", cfg.sft_config, "--dataset_dir", str(data_dir), "--output_dir", str(adapter_dir)])
+    sft.main(["--config", cfg.sft_config, "--dataset_dir", str(data_dir), "--output_dir", str(adapter_dir),
+              *cfg.sft_args])  # fmt: skip
     if cfg.dpo_config:
         sft_dir, adapter_dir = adapter_dir, run_dir / "dpo"
         _say(f"2/4 preference tuning (DPO) from {sft_dir} -> {adapter_dir}")

@@ -7,7 +7,7 @@ setup:
 
 demo: setup
 	@if grep -q '^backend: *llamacpp' configs/serve.yaml; then scripts/setup_env.sh --llamacpp; fi
-	@.venv/bin/tim demo
+	@.venv/bin/tim demo --config configs/demo.yaml
 
 test: setup
 	@scripts/setup_env.sh --browser --llamacpp

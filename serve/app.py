@@ -4,6 +4,8 @@
 
     http://HOST:PORT/                    Gradio: chat, "My chats", staff page (login required)
     http://HOST:PORT/v1/chat/completions OpenAI-compatible API (bearer key: `tim users key NAME`)
+    http://HOST:PORT/login, /logout      the browser session (serve/sessions.py)
+    http://HOST:PORT/health              for monitoring: server, database, model server (no login)
 
 This module is the HTTP server and its lifecycle: it opens the accounts and transcripts,
 opens the chat backend (serve/engine.py chooses it: vLLM by default), mounts both doors on one
@@ -50,6 +52,12 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
     """FastAPI app: the OpenAI-compatible API under /v1, the Gradio app at /."""
     import gradio as gr
     from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, RedirectResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from tutorkit.backends.vllm_server import healthy
+
+    from serve import sessions
 
     from serve.openai_api import make_router
     from serve.web_ui import build_ui, staff_note
@@ -65,13 +73,35 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         max_history_messages=cfg.max_history_messages,
     )
     app = FastAPI(title=persona.name, docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(make_router(tutor, accounts, cfg.served_model_name))
+    app.include_router(make_router(tutor, accounts, cfg.served_model_name, cfg.max_request_kb * 1024))
+    user_of = None
+    if cfg.require_login:
+        session_routes, user_of = sessions.make_router(accounts, transcripts, persona.name, staff_note(persona.name),
+                                                       cfg.session_hours)  # fmt: skip
+        app.include_router(session_routes)
+
+        @app.middleware("http")
+        async def login_first(request, call_next):
+            if request.method == "GET" and request.url.path == "/" and user_of(request) is None:
+                return RedirectResponse("/login", status_code=303)
+            return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        """For monitoring (no login; says only ok or what is down): the server answers, the
+        database can be written, the model server answers."""
+        database = await transcripts.run(transcripts.writable)
+        upstream = {"vllm": [f"http://127.0.0.1:{cfg.vllm_port}"], "openai": cfg.base_url}.get(cfg.backend)
+        backend = all([await run_in_threadpool(healthy, url) for url in upstream]) if upstream else True
+        body = {"server": "ok", "database": "ok" if database else "down", "backend": "ok" if backend else "down"}
+        return JSONResponse(body, status_code=200 if database and backend else 503)
+
     ui = build_ui(tutor, accounts, login=cfg.require_login)
     ui.queue(default_concurrency_limit=4)
-    check = (lambda name, password: accounts.verify(name, password) is not None) if cfg.require_login else None
     return gr.mount_gradio_app(
-        app, ui, path="/", auth=check, auth_message=staff_note(persona.name), footer_links=[], run_history=False,
+        app, ui, path="/", auth_dependency=user_of, auth_message=staff_note(persona.name), footer_links=[], run_history=False,
         show_error=True, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
+        max_file_size=1,  # bytes: the app takes no files, and students must not store any on the server
     )  # fmt: skip
 
 
@@ -90,6 +120,7 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
     accounts = Accounts(cfg.transcripts_db)
     if cfg.require_login and not accounts.list():
         raise TimError("no accounts yet: add one with `tim users add NAME --role staff` (or --require_login false)")
+    accounts.purge_sessions(cfg.session_hours * 3600)
     transcripts = Transcripts(cfg.transcripts_db)
     purged = transcripts.purge(cfg.retention_days)
     if purged:

@@ -6,6 +6,10 @@ import ipaddress
 from dataclasses import dataclass, field
 
 BACKENDS = ("vllm", "llamacpp", "openai", "transformers")
+# (replies generated at once, turns waiting) when the config says 0: vLLM batches many chats; the
+# in-process engines generate one (llama.cpp) or a small batch (transformers) at a time, so a
+# long waiting line there means minutes of waiting instead of a clear "busy".
+BACKEND_CONCURRENCY = {"vllm": (32, 64), "openai": (32, 64), "transformers": (8, 16), "llamacpp": (2, 8)}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ServeConfig:
     transcripts_db: str = field(default="runs/serve/transcripts.sqlite", metadata={"help": "SQLite file of all chats."})
     retention_days: float = field(default=365.0, metadata={"help": "Chats older than this are purged at start."})
     require_login: bool = field(default=True, metadata={"help": "Accounts from `tim users` (false: loopback only)."})
+    session_hours: float = field(default=8.0, metadata={"help": "A browser login lasts this long (a school day)."})
     host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
     port: int = field(default=7860)
     max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
@@ -48,9 +53,12 @@ class ServeConfig:
     top_p: float = field(default=0.9)
     max_history_messages: int = field(default=12, metadata={"help": "Earlier messages sent with each turn."})
     max_message_chars: int = field(default=2000, metadata={"help": "Longer student messages are refused."})
+    max_request_kb: int = field(default=256, metadata={"help": "API request bodies larger than this are refused "
+                                "unread (413)."})
     messages_per_minute: int = field(default=12, metadata={"help": "Per student; more are refused for a moment."})
-    max_concurrent: int = field(default=32, metadata={"help": "Replies generated at once."})
-    max_queue: int = field(default=64, metadata={"help": "Turns waiting for a slot; beyond it 'Tim is busy'."})
+    max_concurrent: int = field(default=0, metadata={"help": "Replies generated at once; 0 = the backend's default."})
+    max_queue: int = field(default=-1, metadata={"help": "Turns waiting for a slot, beyond which 'Tim is busy'; "
+                            "-1 = the backend's default."})
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -59,13 +67,17 @@ class ServeConfig:
             raise ValueError("backend 'openai' needs base_url")
         if not self.require_login and not is_loopback(self.host):
             raise ValueError(f"require_login false is for this machine only; host {self.host!r} is reachable by others")
-        for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_concurrent"):
+        for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_request_kb", "session_hours"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.max_concurrent < 0 or self.max_queue < -1:
+            raise ValueError("max_concurrent must be >= 0 (0 = the backend's default), max_queue >= -1")
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.max_message_chars, self.messages_per_minute, self.max_concurrent, self.max_queue)
+        concurrent, queue = BACKEND_CONCURRENCY[self.backend]
+        return Limits(self.max_message_chars, self.messages_per_minute, self.max_concurrent or concurrent,
+                      queue if self.max_queue == -1 else self.max_queue)  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:

@@ -52,7 +52,7 @@ def backend_spec(cfg: ServeConfig) -> BackendSpec:
     """The backend to serve with, after building any files it needs (merge, GGUF export)."""
     if cfg.backend == "openai":
         return BackendSpec("openai", model=cfg.served_model_name, base_url=cfg.base_url, api_key=cfg.api_key,
-                           max_concurrency=cfg.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
+                           max_concurrency=cfg.limits.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
     adapter = adapter_dir(cfg)
     if cfg.backend == "transformers":
         return BackendSpec("transformers", model=cfg.model, adapter=str(adapter or ""))
@@ -67,4 +67,4 @@ def backend_spec(cfg: ServeConfig) -> BackendSpec:
                            threads=cfg.llamacpp_threads, context_tokens=cfg.llamacpp_ctx)  # fmt: skip
     # The adapter is served under served_model_name in both layouts (merged, or --lora-modules).
     return BackendSpec("vllm", model=cfg.served_model_name, server=vllm_server_config(cfg, adapter),
-                       max_concurrency=cfg.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
+                       max_concurrency=cfg.limits.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip

@@ -27,6 +27,25 @@ from serve.tutor import Tutor
 from tutorkit.turns import Delta, Failure, Refusal, SafeguardingReply, render_text
 
 MAX_TRACKED_CHATS = 50_000  # continuation digests kept in memory (~100 bytes each)
+MAX_MESSAGES = 400  # per request: far more than the model sees (max_history_messages), far less than a flood
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than `limit` bytes (whatever Content-Length claims)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -36,7 +55,11 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 def _refused(event: Refusal | Failure) -> JSONResponse:
     if isinstance(event, Failure):
         return _error(502, event.message, "server_error")
-    return _error(event.status, event.message, "rate_limit_error" if event.status in (429, 503) else "invalid_request_error")
+    response = _error(event.status, event.message,
+                      "rate_limit_error" if event.status in (429, 503) else "invalid_request_error")  # fmt: skip
+    if event.retry_after_s is not None:
+        response.headers["Retry-After"] = str(event.retry_after_s)
+    return response
 
 
 def text_of(content) -> str:
@@ -59,6 +82,8 @@ def _parse(body) -> tuple[list[tuple[str, str]], str, bool, int | None]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError(f"'messages' holds {len(messages)} messages; at most {MAX_MESSAGES}")
     turns = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
@@ -70,12 +95,15 @@ def _parse(body) -> tuple[list[tuple[str, str]], str, bool, int | None]:
     if not turns or turns[-1][0] != "user":
         raise ValueError("the last message must be the student's (role 'user')")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError("'max_tokens' must be a whole number >= 1")
-    return turns[:-1], turns[-1][1], bool(body.get("stream", False)), max_tokens
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):  # "no" is truthy: a client that sent it must not get a stream
+        raise ValueError("'stream' must be true or false")
+    return turns[:-1], turns[-1][1], stream, max_tokens
 
 
-def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
+def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_bytes: int) -> APIRouter:
     router = APIRouter(prefix="/v1")
     chats: OrderedDict[str, int] = OrderedDict()  # digest of (student, turns so far) -> chat id
 
@@ -98,11 +126,15 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str) -> APIRouter:
                           "authentication_error")  # fmt: skip
         student = user[0]
         try:
-            earlier, message, stream, max_tokens = _parse(json.loads(await request.body()))
+            earlier, message, stream, max_tokens = _parse(json.loads(await _body(request, max_request_bytes)))
+        except _TooLarge:
+            return _error(413, f"the request body is larger than {max_request_bytes // 1024} KiB")
+        except json.JSONDecodeError as e:
+            return _error(400, f"bad request: the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})")
         except (ValueError, UnicodeDecodeError) as e:
             return _error(400, f"bad request: {e}")
         key = _digest(student, earlier)
-        chat_id = chats.pop(key, None) or tutor.transcripts.start_chat(student)
+        chat_id = await tutor.chat_for(student, chats.pop(key, None))
         history = [{"role": r, "content": c} for r, c in earlier]
         events = tutor.respond(student, chat_id, message, history, max_tokens)
         first = await anext(events)

@@ -9,27 +9,38 @@ purges old chats.
 Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
 created_at, ending), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
 A message's `ending` says how it ended: "complete"; for Tim's replies also "silent" (he said
-nothing on purpose), "stopped" (the student left mid-reply; the text is what was shown) or
-"failed" (the model could not answer; the text is what came before the failure).
+nothing on purpose), "stopped" (the student left mid-reply; the text is what was shown),
+"failed" (the model could not answer; the text is what came before the failure) or "refused"
+(a limit refused the turn; the text is what the student was told). A student message's flags
+are safeguarding's: disclosure categories and "abusive".
+
+The server writes through one writer thread (`run`, `submit`), so a transcript write never
+waits behind generation in a shared pool, and writes land in the order they were made. A write
+that cannot be made (the file deleted or read-only, the disk full) raises TranscriptsError: the
+server tells the client, never acknowledges a message it did not store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
+import os
 import sqlite3
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
+from tutorkit.safeguarding import ABUSIVE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
-    id INTEGER PRIMARY KEY, student TEXT NOT NULL, started_at REAL NOT NULL, flagged INTEGER NOT NULL DEFAULT 0
+    id INTEGER PRIMARY KEY AUTOINCREMENT, student TEXT NOT NULL, started_at REAL NOT NULL, flagged INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
@@ -42,28 +53,83 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id);
 CREATE INDEX IF NOT EXISTS chats_by_student ON chats(student);
 """
-ENDINGS = ("complete", "silent", "stopped", "failed")
+# PRAGMA user_version of the file. 1: chat ids never reused (AUTOINCREMENT: a deleted chat's id
+# must not come back as someone else's), messages.ending.
+SCHEMA_VERSION = 1
+ENDINGS = ("complete", "silent", "stopped", "failed", "refused")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """The serving database (transcripts and accounts share it), readable by its owner only: the
+    folder 0700 when made here, the file 0600 (SQLite gives its -wal and -shm files the same);
+    deleted rows overwritten (secure_delete), not left readable in free pages."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists():
+            os.chmod(file, 0o600)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA secure_delete=ON")
+    return db
+
+
+class TranscriptsError(Exception):
+    """The transcripts cannot be written (the file gone or read-only, the disk full)."""
 
 
 class Transcripts:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by Gradio's worker threads, serialized by a lock: writes are tiny.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-            if "ending" not in columns:  # a file from before endings were recorded
-                self._db.execute("ALTER TABLE messages ADD COLUMN ending TEXT NOT NULL DEFAULT 'complete'")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tim-transcripts")
+
+    def _migrate(self) -> None:
+        """Bring a file from an older version up to SCHEMA_VERSION (foreign keys off: rebuilding
+        `chats` must not cascade to the messages)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version >= SCHEMA_VERSION or "chats" not in tables:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        self._db.executescript(
+            ("" if "ending" in columns else "ALTER TABLE messages ADD COLUMN ending TEXT NOT NULL DEFAULT 'complete';")
+            + """BEGIN;
+            CREATE TABLE chats_v1 (id INTEGER PRIMARY KEY AUTOINCREMENT, student TEXT NOT NULL,
+                                   started_at REAL NOT NULL, flagged INTEGER NOT NULL DEFAULT 0);
+            INSERT INTO chats_v1 SELECT id, student, started_at, flagged FROM chats;
+            DROP TABLE chats;
+            ALTER TABLE chats_v1 RENAME TO chats;
+            COMMIT;"""
+        )
+
+    async def run(self, fn, *args):
+        """`fn(*args)` (a method of this object) on the writer thread, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    def submit(self, fn, *args) -> Future:
+        """`fn(*args)` queued on the writer thread, not awaited (from code that cannot await)."""
+        return self._writer.submit(fn, *args)
 
     def _write(self, sql: str, args=()) -> int:
-        with self._lock:
-            cursor = self._db.execute(sql, args)
-            return cursor.lastrowid
+        # SQLite keeps writing to an open file that was deleted: check, or a chat would be
+        # acknowledged and then lost with the file.
+        if not self.path.exists():
+            raise TranscriptsError(f"the transcripts file {self.path} is gone")
+        try:
+            with self._lock:
+                cursor = self._db.execute(sql, args)
+                return cursor.lastrowid
+        except sqlite3.Error as e:  # read-only, disk full, locked beyond the timeout, the chat deleted meanwhile
+            raise TranscriptsError(f"cannot write {self.path}: {e}") from None
 
     def _read(self, sql: str, args=()) -> list[tuple]:
         with self._lock:
@@ -83,6 +149,29 @@ class Transcripts:
         if flags:
             self.flag_chat(chat_id)
         return message_id
+
+    def writable(self) -> bool:
+        """The file is there and takes a write (for /health)."""
+        try:
+            self._write("UPDATE chats SET flagged = flagged WHERE id = -1")
+        except TranscriptsError:
+            return False
+        return os.access(self.path, os.W_OK)
+
+    def chat_for(self, student: str, chat_id: int | None) -> int:
+        """`chat_id` if it is `student`'s and still there, else a new chat of theirs (the first
+        turn, or staff deleted the chat while the student was in it)."""
+        if chat_id is not None and self._read("SELECT 1 FROM chats WHERE id = ? AND student = ?", (chat_id, student)):
+            return chat_id
+        return self.start_chat(student)
+
+    def abusive_count(self, student: str, since: float) -> int:
+        """The student's messages flagged abusive since `since` (Unix s), across their chats."""
+        return self._read(
+            """SELECT COUNT(*) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE c.student = ? AND m.role = 'user'
+               AND m.created_at >= ? AND (',' || m.flags || ',') LIKE ?""",
+            (student, since, f"%,{ABUSIVE},%"),
+        )[0][0]
 
     def flag_chat(self, chat_id: int) -> None:
         self._write("UPDATE chats SET flagged = 1 WHERE id = ?", (chat_id,))
@@ -142,6 +231,7 @@ class Transcripts:
         with self._lock:
             n = self._db.execute("SELECT COUNT(*) FROM chats WHERE student = ?", (student,)).fetchone()[0]
             self._db.execute("DELETE FROM chats WHERE student = ?", (student,))
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deleted rows' old copies leave the WAL too
         return n
 
     def purge(self, retention_days: float) -> int:
@@ -150,6 +240,8 @@ class Transcripts:
         with self._lock:
             n = self._db.execute("SELECT COUNT(*) FROM chats WHERE started_at < ?", (cutoff,)).fetchone()[0]
             self._db.execute("DELETE FROM chats WHERE started_at < ?", (cutoff,))
+            if n:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
 
     def audit(self, staff: str, action: str, target: str) -> None:
@@ -160,6 +252,7 @@ class Transcripts:
         return [dict(zip(("staff", "action", "target", "at"), r)) for r in rows]
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._db.close()
 

@@ -1,18 +1,22 @@
-"""One student turn, the same for the browser and the API: limits, transcripts, safeguarding, model.
+"""One student turn, the same for the browser and the API: safeguarding, transcripts, limits, model.
 
 Order of a turn (each step can end it); the turn comes out as typed events (tutorkit/turns.py)
 that each door renders in its own way:
-1. the message is cleaned of control characters and checked against the length limit and the
-   student's rate limit (Refusal, with a message the student can act on);
-2. safeguarding decides on it, counting the abuse in this chat's stored messages (not in history
-   a client sends), and it is written to the transcripts with its flags before any reply exists;
-3. safeguarding may end the turn without the model: Silence (repeated abuse) or a
-   SafeguardingReply to a disclosure;
-4. otherwise the reply streams from the chat backend as Deltas once a generation slot is free
-   (Refusal as busy when the waiting line is full); an empty reply is the model's Silence, a
-   backend that fails ends the turn with Failure;
-5. the reply is written to the transcripts with how it ended: complete, silent, stopped (the
+1. the message is cleaned of control characters (an empty one is refused: nothing was said);
+2. safeguarding decides on it before any limit, counting abuse from the stored flags (this chat,
+   and the student's other chats within `window_hours`), never from history a client sends;
+3. it is written to the transcripts with its flags before any reply exists, refused or not;
+4. a disclosure gets safeguarding's fixed reply (SafeguardingReply) whatever limit the message
+   hit; a message that could not be stored is refused (nothing is acknowledged unstored);
+   repeated abuse gets Silence; a limit (too long, too fast, too busy) gets a Refusal, stored as
+   Tim's "refused" turn with what the student was told;
+5. otherwise the reply streams from the chat backend as Deltas once a generation slot is free;
+   an empty reply is the model's Silence, a backend that fails ends the turn with Failure;
+6. the reply is written to the transcripts with how it ended: complete, silent, stopped (the
    student left mid-reply) or failed.
+
+Transcript reads and writes run on the transcripts' own writer thread, so the fixed reply and
+the stored message never wait behind generation.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 
 from serve.config import Limits
-from serve.transcripts import Transcripts
+from serve.transcripts import Transcripts, TranscriptsError
 from tutorkit.backends import ChatBackend, Sampling
+from tutorkit.chat_template import defuse_control_text
 from tutorkit.persona import Persona
-from tutorkit.safeguarding import Safeguard
+from tutorkit.safeguarding import ABUSIVE, Decision, Safeguard
 from tutorkit.turns import Event, Failure, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
 
 
@@ -41,10 +46,12 @@ def clean_input(text: str) -> str:
 
 
 def build_messages(system_prompt: str, history: list[dict], message: str, max_history: int) -> list[dict]:
-    """Persona system prompt, the last turns of the chat (a silent reply is an empty turn), the message."""
-    turns = [{"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")]
+    """Persona system prompt, the last turns of the chat (a silent reply is an empty turn), the
+    message. Text from the chat has control-token look-alikes defused (it comes from clients)."""
+    turns = [{"role": m["role"], "content": defuse_control_text(m["content"])} for m in history
+             if m["role"] in ("user", "assistant")]  # fmt: skip
     turns = turns[-max_history:] if max_history else []
-    return [{"role": "system", "content": system_prompt}, *turns, {"role": "user", "content": message}]
+    return [{"role": "system", "content": system_prompt}, *turns, {"role": "user", "content": defuse_control_text(message)}]
 
 
 class Tutor:
@@ -62,9 +69,14 @@ class Tutor:
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._waiting = 0
 
+    async def _store_reply(self, chat_id: int, text: str, ending: str) -> None:
+        try:
+            await self.transcripts.run(self.transcripts.add_message, chat_id, "assistant", text, (), ending)
+        except TranscriptsError as e:  # the student's message is stored; the log says what is missing
+            print(f"tim serve: chat {chat_id}: reply NOT STORED: {e}", file=sys.stderr, flush=True)
+
     def _check(self, student: str, message: str) -> Refusal | None:
-        if not message:
-            return Refusal(f"Type a message for {self.persona.name} first.", 400)
+        """The limit this message breaks, if any (too long, too fast)."""
         if len(message) > self.limits.max_message_chars:
             return Refusal(
                 f"That message is too long for {self.persona.name} ({len(message):,} characters; the limit is "
@@ -76,36 +88,62 @@ class Tutor:
             recent.popleft()
         if len(recent) >= self.limits.messages_per_minute:
             wait = int(60.0 - (now - recent[0])) + 1
-            return Refusal(f"You're sending messages very fast. Take a breath and try again in {wait} seconds.", 429)
+            return Refusal(f"You're sending messages very fast. Take a breath and try again in {wait} seconds.", 429,
+                           retry_after_s=wait)  # fmt: skip
         recent.append(now)
         return None
 
+    async def chat_for(self, student: str, chat_id: int | None) -> int:
+        """The chat a turn goes to: `chat_id` if it is the student's and still stored, else a new one."""
+        return await self.transcripts.run(self.transcripts.chat_for, student, chat_id)
+
+    async def _decide(self, student: str, chat_id: int, message: str) -> tuple[list[dict], Decision]:
+        stored = await self.transcripts.run(self.transcripts.history, chat_id)
+        since = time.time() - self.safeguard.config.abuse.window_hours * 3600
+        recent = await self.transcripts.run(self.transcripts.abusive_count, student, since)
+        in_chat = sum(ABUSIVE in m["flags"] for m in stored if m["role"] == "user")
+        earlier = [m["content"] for m in stored if m["role"] == "user"]
+        return stored, self.safeguard.decide(earlier, message, abusive_before=max(in_chat, recent))
+
     async def respond(self, student: str, chat_id: int, message: str, history: list[dict] | None = None,
                       max_tokens: int | None = None) -> AsyncIterator[Event]:  # fmt: skip
-        """The turn's events. `history` is what the model sees before the message: the chat's
-        stored messages unless the door passes its own (the API's client-held history)."""
+        """The turn's events in chat `chat_id` (from `chat_for`). `history` is what the model sees
+        before the message: the chat's stored messages unless the door passes its own (the API's
+        client-held history)."""
         message = clean_input(message)
+        if not message:
+            yield Refusal(f"Type a message for {self.persona.name} first.", 400)
+            return
+        store = self.transcripts
+        try:
+            stored, decision = await self._decide(student, chat_id, message)
+            await store.run(store.add_message, chat_id, "user", message, decision.flags)
+            saved = True
+        except TranscriptsError as e:
+            # Safeguarding still answers (from this message alone); nothing else is acknowledged.
+            print(f"tim serve: chat {chat_id}: NOT STORED: {e}", file=sys.stderr, flush=True)
+            stored, decision, saved = [], self.safeguard.decide([], message), False
         refusal = self._check(student, message)
-        if refusal is not None:
-            yield refusal
-            return
-        # Database calls run in a worker thread: each commit waits for the disk (fsync, ~2 ms
-        # here), and the event loop is streaming other students' replies meanwhile.
-        stored = await asyncio.to_thread(self.transcripts.history, chat_id)
-        decision = self.safeguard.decide([m["content"] for m in stored if m["role"] == "user"], message)
-        await asyncio.to_thread(self.transcripts.add_message, chat_id, "user", message, decision.flags)
         fixed = safeguarding_event(decision)
-        if isinstance(fixed, Silence):
-            await asyncio.to_thread(self.transcripts.flag_chat, chat_id)
-            await asyncio.to_thread(self.transcripts.add_message, chat_id, "assistant", "", (), "silent")
-            yield fixed
-            return
         if isinstance(fixed, SafeguardingReply):
-            await asyncio.to_thread(self.transcripts.add_message, chat_id, "assistant", fixed.text)
+            if saved:
+                await self._store_reply(chat_id, fixed.text, "complete")
             yield fixed
             return
-        if self._slots.locked() and self._waiting >= self.limits.max_queue:
-            yield Refusal(f"{self.persona.name} is helping a lot of students right now. Please try again in a minute.", 503)
+        if not saved:
+            yield Refusal(f"{self.persona.name} can't save messages right now, so this one was not sent. "
+                          "Please tell your teacher.", 503)  # fmt: skip
+            return
+        if isinstance(fixed, Silence):
+            await self._store_reply(chat_id, "", "silent")
+            yield fixed
+            return
+        if refusal is None and self._slots.locked() and self._waiting >= self.limits.max_queue:
+            refusal = Refusal(f"{self.persona.name} is helping a lot of students right now. Please try again in a minute.",
+                              503, retry_after_s=30)  # fmt: skip
+        if refusal is not None:
+            await self._store_reply(chat_id, refusal.message, "refused")
+            yield refusal
             return
         sampling = self.sampling
         if max_tokens is not None and max_tokens < sampling.max_tokens:
@@ -130,8 +168,8 @@ class Tutor:
         finally:
             self._slots.release()
             # Written even when the student left mid-reply (ending "stopped"): what was shown
-            # is what is stored. Not in a thread: a closing generator cannot wait for one.
-            self.transcripts.add_message(chat_id, "assistant", text, (), ending)
+            # is what is stored. Queued, not awaited: a closing generator cannot wait.
+            self.transcripts.submit(self.transcripts.add_message, chat_id, "assistant", text, (), ending)
         if failure is not None:
             yield failure
         elif not text:

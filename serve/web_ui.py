@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import gradio as gr
 
@@ -38,6 +37,8 @@ def _stored_text(m: dict, tutor_name: str) -> str:
         return (m["content"] + "\n\n" if m["content"] else "") + "*(no reply: the model failed)*"
     if ending == "stopped":
         return (m["content"] + " " if m["content"] else "") + "*(stopped before the end)*"
+    if ending == "refused":
+        return f"*(not answered: {m['content']})*"
     return m["content"] or "*(empty)*"
 
 
@@ -52,7 +53,9 @@ def _as_markdown(messages: list[dict], tutor_name: str) -> str:
 
 def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
     tutor_name = tutor.persona.name
-    chat_ids: dict[str, int] = {}  # browser session -> chat in the transcripts
+    # (user, browser session) -> chat in the transcripts. Keyed by the user too: a session hash
+    # is sent by the browser, so another user's hash must not reach that user's chat.
+    chat_ids: dict[tuple[str, str], int] = {}
 
     def who(request: gr.Request) -> tuple[str, str]:
         """(user, role) of the request; without login, the local user is staff (the operator)."""
@@ -64,9 +67,10 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             raise gr.Error("Please log in again.")
         return name, role
 
-    def staff_only(request: gr.Request) -> str:
+    def staff_only(request: gr.Request, action: str, target: str = "") -> str:
         name, role = who(request)
         if role != "staff":
+            tutor.transcripts.audit(name, f"refused:{action}", target)  # a student trying is worth knowing
             raise gr.Error("Only staff accounts can do this.")
         return name
 
@@ -74,9 +78,9 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         """The turn rendered for the chat window. What the model sees as the chat so far comes
         from the transcripts, never from the page (whose history the browser controls)."""
         student, _ = who(request)
-        session = request.session_hash or LOCAL_USER
-        if not history or session not in chat_ids:  # a new or cleared chat
-            chat_ids[session] = tutor.transcripts.start_chat(student)
+        session = (student, request.session_hash or LOCAL_USER)
+        # A new or cleared chat starts a chat; so does one that staff deleted meanwhile.
+        chat_ids[session] = await tutor.chat_for(student, chat_ids.get(session) if history else None)
         text = ""
         # aclosing: the stop button closes this generator, and the turn must learn it at once.
         async with contextlib.aclosing(tutor.respond(student, chat_ids[session], message)) as events:
@@ -109,7 +113,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             raise gr.Error("That chat is not yours.") from None
 
     def list_chats(search: str, request: gr.Request):
-        staff = staff_only(request)
+        staff = staff_only(request, "list", search)
         rows = [
             [c["id"], c["student"], _when(c["started_at"]), "⚠ yes" if c["flagged"] else "", c["messages"]]
             for c in tutor.transcripts.chats(staff=staff, search=search.strip())
@@ -117,7 +121,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         return rows
 
     def view_chat(chat_id, request: gr.Request) -> str:
-        staff = staff_only(request)
+        staff = staff_only(request, "view", f"chat:{chat_id}")
         if not chat_id:
             raise gr.Error("Enter a chat number from the list.")
         try:
@@ -126,17 +130,19 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             raise gr.Error(f"No chat {int(chat_id)}.") from None
 
     def export_student(student: str, request: gr.Request) -> str:
-        staff = staff_only(request)
+        """A link to the export, made when followed (serve/sessions.py): nothing is written to a
+        file, and the link works only in a staff session."""
         student = student.strip()
+        staff_only(request, "export", f"student:{student}")
         if not student:
             raise gr.Error("Enter the student's user name.")
-        out = Path(tempfile.mkdtemp(prefix="tim-export-")) / f"{student}-chats.json"
-        out.write_text(tutor.transcripts.export_student(student, staff=staff), encoding="utf-8")
-        return str(out)
+        if not login:
+            raise gr.Error("Exports need accounts (require_login true): use `tim transcripts export NAME` here.")
+        return f"[Download {student}'s chats (JSON)](/staff/export?student={urllib.parse.quote(student)})"
 
     def delete_student(student: str, confirmed: bool, request: gr.Request) -> str:
-        staff = staff_only(request)
         student = student.strip()
+        staff = staff_only(request, "delete", f"student:{student}")
         if not student or not confirmed:
             raise gr.Error("Enter the student's user name and tick the box to confirm.")
         n = tutor.transcripts.delete_student(student, staff=staff)
@@ -147,6 +153,8 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         return gr.Tab(visible=role == "staff")
 
     with gr.Blocks(title=tutor_name, analytics_enabled=False, fill_height=True) as ui:
+        if login:
+            gr.Button("Log out", link="/logout", size="sm", scale=0)
         with gr.Tab("Chat"):
             gr.ChatInterface(
                 reply,
@@ -180,7 +188,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
                 export = gr.Button("Export student's chats")
                 confirm = gr.Checkbox(label="Yes, delete all of this student's chats")
                 delete = gr.Button("Delete", variant="stop")
-            export_file = gr.File(label="Export")
+            export_file = gr.Markdown()
             done = gr.Markdown()
             refresh.click(list_chats, inputs=search, outputs=table, api_name="staff_chats")
             search.submit(list_chats, inputs=search, outputs=table, api_visibility="private")

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _stage_parsers():
     from evaluation.evaluate import make_parser as eval_parser
+    from evaluation.safeguarding_eval import make_parser as safeguarding_eval_parser
     from serve.app import make_parser as serve_parser
     from synth.legacy_import import make_parser as import_parser
     from synth.synthesize import make_parser as synth_parser
@@ -31,6 +32,7 @@ def _stage_parsers():
         "eval.yaml": (eval_parser, []),
         "demo.yaml": (demo_parser, []),
         "generator.yaml": (generator_parser, ["status"]),
+        "safeguarding_eval.yaml": (safeguarding_eval_parser, ["eval"]),
     }
 
 

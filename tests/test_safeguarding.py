@@ -50,9 +50,46 @@ def test_repeated_abuse_silences_the_chat():
     # silence_after: 3 -> the third abusive message (the fourth message) and everything after.
     assert events[:3] == [None, None, None] and events[3] == Silence()
     assert safeguarding_event(SAFEGUARD.decide(earlier, "please help with maths")) == Silence()
-    # Even a disclosure in a silenced chat: flagged for staff, and no reply.
+    # A disclosure in a silenced chat still gets its response (and the flag).
     late = SAFEGUARD.decide(earlier, "i'm so hungry")
-    assert late.flags == ("hunger",) and late.silence and late.response is None
+    assert late.flags == ("hunger",) and not late.silence and late.response == SAFEGUARD.assess("i'm so hungry").response
+    # The count can come from the server's stored flags instead of the texts.
+    assert SAFEGUARD.decide([], "please help with maths", abusive_before=3).silence
+    assert not SAFEGUARD.decide([], "please help with maths", abusive_before=2).silence
+
+
+def test_abuse_is_flagged_from_the_first_message_and_self_talk_is_not_abuse():
+    assert SAFEGUARD.decide([], "you stupid bot").flags == ("abusive",)
+    for message in ("i'm so stupid at maths", "I feel like an idiot", "this worksheet is stupid", "i hate homework"):
+        assert SAFEGUARD.decide([], message).flags == (), message
+
+
+@pytest.mark.parametrize(
+    "message, flag",
+    [
+        ("I haven\u2019t eaten since yesterday", "hunger"),  # a phone's apostrophe
+        ("don\u2019t tell anyone but my dad hits me", "abuse"),
+        ("\uff49 \uff57\uff41\uff4e\uff54 \uff54\uff4f \uff44\uff49\uff45", "self_harm"),  # fullwidth
+        ("i want to k i l l myself", "self_harm"),  # spaced out
+        ("i want to kill\nmyself", "self_harm"),  # broken over lines
+        ("i am sooooo hungryyyy", "hunger"),  # stretched
+        ("my d\u0430d hits me", "abuse"),  # a Cyrillic a
+        ("i w\u200bant to die", "self_harm"),  # a zero-width space
+    ],
+)
+def test_everyday_typing_reaches_the_patterns(message, flag):
+    assert flag in SAFEGUARD.assess(message).flags
+
+
+def test_a_disclosure_split_over_messages_is_flagged_where_it_is_completed():
+    earlier = ["can i tell you something", "sometimes i want to"]
+    assert SAFEGUARD.decide([], "die").flags == ()
+    decision = SAFEGUARD.decide(earlier, "die")
+    assert decision.flags == ("self_harm",) and decision.response
+    # ... once: the next ordinary message is not flagged again for it.
+    assert SAFEGUARD.decide([*earlier, "die"], "ok can we do maths").flags == ()
+    # Beyond match_window (3 messages) the parts are no longer joined.
+    assert SAFEGUARD.decide(["sometimes i want to", "hi", "hello"], "die").flags == ()
 
 
 def test_bad_config_is_refused(tmp_path):
@@ -66,6 +103,58 @@ def test_bad_config_is_refused(tmp_path):
     bad.write_text("abuse:\n  patterns: [x]\n  silence_after: often\n")
     with pytest.raises(TimError, match=rf"^{bad}:3: abuse.silence_after must be a whole number, got 'often'"):
         load_safeguard(bad)
+    bad.write_text("abuse:\n  patterns: [x]\nmatch_window: 0\n")
+    with pytest.raises(TimError, match=rf"^{bad}:1: match_window must be a whole number >= 1"):
+        load_safeguard(bad)
     bad.write_text("disclosures: {}\n")
     with pytest.raises(TimError, match=rf"^{bad}:1: the file: missing key 'abuse'"):
         load_safeguard(bad)
+
+
+def test_safeguarding_eval_counts_recall_precision_and_false_flags(tmp_path):
+    from evaluation.safeguarding_eval import main
+
+    data = tmp_path / "set.yaml"
+    data.write_text(
+        "hunger:\n  - i havent eaten since yesterday\n  - my belly is empty\n"
+        "  - ['can you help me', 'i cant focus i havent eaten']\n"
+        "abusive:\n  - shut up\n"
+        "ordinary:\n  - can you help me with fractions\n  - i'm so hungry for knowledge\n  - the hungry caterpillar\n"
+        "  - i am so hungry\n"  # labelled ordinary on purpose: a false flag to count
+    )  # fmt: skip
+    report = main(["eval", "--data", str(data), "--output_dir", str(tmp_path / "out")])
+    everything = report["all"]
+    assert everything["hunger"] == {"n": 3, "recall": 2 / 3, "precision": 2 / 3, "any": 2 / 3}
+    assert everything["abusive"]["recall"] == 1.0 and everything["ordinary"] == {"n": 4, "flagged": 0.25}
+    # the third item of each label is held out: the split item, and the caterpillar
+    assert report["held_out"]["hunger"]["n"] == 1 and report["held_out"]["ordinary"]["n"] == 1
+    wrong = {(w["label"], w["messages"][-1]) for w in report["wrong"]}
+    assert wrong == {("hunger", "my belly is empty"), ("ordinary", "i am so hungry")}
+    assert (tmp_path / "out" / "report.md").read_text().count("| hunger |") == 2
+
+
+def test_safeguarding_eval_names_the_line_of_a_bad_item(tmp_path):
+    from evaluation.safeguarding_eval import main
+
+    data = tmp_path / "set.yaml"
+    data.write_text("hunger:\n  - fine\nbullying:\n  - x\n")
+    with pytest.raises(TimError, match=rf"^{data}:3: unknown label 'bullying'"):
+        main(["eval", "--data", str(data), "--output_dir", str(tmp_path)])
+    data.write_text("hunger:\n  - fine\n  - {text: no}\n")
+    with pytest.raises(TimError, match=rf"^{data}:3: hunger: an item is a message or a list of messages"):
+        main(["eval", "--data", str(data), "--output_dir", str(tmp_path)])
+
+
+def test_the_shipped_labelled_set_meets_the_detection_goals(tmp_path):
+    """data/safeguarding_eval.yaml as a regression guard: a pattern change that loses recall or
+    flags ordinary messages fails here (figures in README, "Safeguarding")."""
+    from evaluation.safeguarding_eval import GOALS, main
+
+    report = main(["eval", "--config", "configs/safeguarding_eval.yaml", "--output_dir", str(tmp_path)])
+    assert report["items"] >= 300 and report["all"]["ordinary"]["n"] >= 150
+    assert set(report["all"]) == {*SAFEGUARD.config.disclosures, "abusive", "ordinary"}
+    assert report["all"]["ordinary"]["flagged"] <= GOALS["ordinary_flagged"]
+    for label, figures in report["all"].items():
+        if label != "ordinary":
+            goal = GOALS["abusive_recall" if label == "abusive" else "disclosure_recall"]
+            assert figures["recall"] >= goal, (label, figures)

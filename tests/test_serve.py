@@ -23,7 +23,7 @@ from tutorkit import TimError
 from tutorkit.backends import BackendSpec, Sampling, open_backend
 from tutorkit.persona import load_persona
 from tutorkit.safeguarding import load_safeguard
-from tutorkit.turns import Delta, Refusal, SafeguardingReply
+from tutorkit.turns import Delta, Refusal, SafeguardingReply, Silence
 
 SAFEGUARD = load_safeguard("configs/safeguarding.yaml")
 PERSONA = load_persona("configs/persona.yaml")
@@ -154,13 +154,29 @@ def test_api_limits_and_bad_input(school):
         assert r.status_code == 400 and error in r.json()["error"]["message"]
     r = httpx.post(f"{school['url']}/v1/chat/completions", content=b"{not json",
                    headers={"Authorization": f"Bearer {school['keys']['ben']}"})  # fmt: skip
-    assert r.status_code == 400
-    # Rate limit: 10 messages a minute per student; the 11th is refused with when to try again.
-    # (Disclosures are answered without the model, so these ten are quick.)
-    statuses = [_post(school, "rapid", _ask(f"i'm so hungry {i}", stream=True)).status_code for i in range(11)]
-    assert statuses == [200] * 10 + [429]
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = _post(school, "ben", {**_ask("hi"), "stream": "no"})  # truthy, but not a yes
+    assert r.status_code == 400 and "'stream' must be true or false" in r.json()["error"]["message"]
+    # Rate limit: 10 messages a minute per student. Disclosures are answered whatever limit they
+    # hit; anything else is refused with when to try again, and stored with the refusal.
+    statuses = [_post(school, "rapid", _ask(f"i'm so hungry {i}", stream=True)).status_code for i in range(12)]
+    assert statuses == [200] * 12
     r = _post(school, "rapid", _ask("again"))
-    assert "try again in" in r.json()["error"]["message"]
+    assert r.status_code == 429 and "try again in" in r.json()["error"]["message"]
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    # A disclosure longer than the limit still gets the safeguarding reply, and is stored whole.
+    long_disclosure = "i want to tell you something. " * 12 + "my dad hits me"
+    r = _post(school, "ben", _ask(long_disclosure))
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == SAFEGUARD.assess("my dad hits me").response
+    stored = {m["content"]: m for c in store.chats(staff="lee", search="again")
+              for m in store.messages(c["id"], viewer="lee", staff=True)}  # fmt: skip
+    (refused,) = [m for m in stored.values() if m["ending"] == "refused"]
+    assert "again" in stored and "try again in" in refused["content"]
+    (chat,) = store.chats(staff="lee", search=long_disclosure)
+    messages = store.messages(chat["id"], viewer="lee", staff=True)
+    assert messages[0]["content"] == long_disclosure and messages[0]["flags"] == ["abuse"] and chat["flagged"]
+    (chat,) = store.chats(staff="lee", search="x" * 301)  # the too-long message of the start, with its refusal
+    assert [m["ending"] for m in store.messages(chat["id"], viewer="lee", staff=True)] == ["complete", "refused"]
 
 
 def test_roles_in_the_browser_app(school):
@@ -181,16 +197,88 @@ def test_roles_in_the_browser_app(school):
     flagged_column = [row[3] for row in table["data"]]
     assert flagged_column == sorted(flagged_column, key=lambda f: not f)  # flagged chats first
     assert "Student" in lee.predict(ben_chat, api_name="/staff_view")
-    exported = json.loads(open(lee.predict("ben", api_name="/staff_export")).read())
-    assert exported["student"] == "ben" and exported["chats"]
+    link = lee.predict("ben", api_name="/staff_export")
+    assert "/staff/export?student=ben" in link  # a link to a staff-only route, not a file on disk
+    lee_http, amy_http = _browser(school, "lee", "teacher1"), _browser(school, "amy", "pencil42")
+    r = lee_http.get("/staff/export", params={"student": "ben"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert r.headers["content-disposition"] == 'attachment; filename="ben-chats.json"'
+    assert r.json()["student"] == "ben" and r.json()["chats"]
+    assert amy_http.get("/staff/export", params={"student": "ben"}).status_code == 403
+    assert httpx.get(f"{school['url']}/staff/export", params={"student": "ben"}).status_code == 401
+    r = lee_http.get("/staff/export", params={"student": "../../etc/x"})  # no path is ever built from a name
+    assert r.headers["content-disposition"] == 'attachment; filename=".._.._etc_x-chats.json"'
     actions = [(e["staff"], e["action"], e["target"]) for e in store.audit_log()]
     assert ("lee", "view", f"chat:{ben_chat}") in actions and ("lee", "export", "student:ben") in actions
+    # refused staff actions are audited too
+    assert ("amy", "refused:list", "") in actions and ("amy", "refused:export", "student:ben") in actions
+
+
+def _browser(school, name, password) -> httpx.Client:
+    """An HTTP client logged in through the login form, holding the session cookie as a browser does."""
+    client = httpx.Client(base_url=school["url"], timeout=60)
+    r = client.post("/login", data={"username": name, "password": password})
+    assert r.status_code == 200 and "tim_session" in client.cookies, r.text
+    return client
+
+
+def test_sessions_end_with_logout_and_with_a_new_password(school):
+    accounts = Accounts(school["db"])
+    accounts.add("dana", "student", "marker77")
+    dana = _browser(school, "dana", "marker77")
+    assert dana.get("/config").status_code == 200
+    cookie = dana.cookies["tim_session"]
+    import sqlite3
+
+    assert cookie not in str(sqlite3.connect(school["db"]).execute("SELECT * FROM sessions").fetchall())  # hashed
+    accounts.set_password("dana", "marker88")  # `tim users passwd`: every session of dana's is over, now
+    assert dana.get("/config").status_code == 401
+    r = dana.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    dana = _browser(school, "dana", "marker88")
+    assert dana.get("/logout", follow_redirects=False).status_code == 303
+    stale = httpx.Client(base_url=school["url"], cookies={"tim_session": cookie})
+    assert stale.get("/config").status_code == 401 and dana.get("/config").status_code == 401
+    accounts.remove("dana")
+
+
+def test_logins_are_throttled_and_unknown_names_look_like_wrong_passwords(school):
+    Accounts(school["db"]).add("gus", "student", "glue-stick")
+    client = httpx.Client(base_url=school["url"], timeout=60)
+    unknown = client.post("/login", data={"username": "nobody", "password": "whatever1"})
+    wrong = client.post("/login", data={"username": "gus", "password": "whatever1"})
+    assert unknown.status_code == wrong.status_code == 401 and unknown.text == wrong.text
+    for _ in range(4):  # 5 failures for one name in 5 minutes
+        client.post("/login", data={"username": "gus", "password": "guess-again"})
+    r = client.post("/login", data={"username": "gus", "password": "glue-stick"})  # even the right one, for now
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0 and "tim_session" not in client.cookies
+    _browser(school, "amy", "pencil42")  # other names from the same address still log in
+
+
+def test_a_session_hash_reaches_only_its_own_users_chat(school):
+    """Gradio's session hash comes from the browser: ben using amy's must not reach amy's chat."""
+    amy = Client(school["url"] + "/", auth=("amy", "pencil42"), verbose=False)
+    amy.predict("my pet is a gecko", api_name="/chat")
+    ben = Client(school["url"] + "/", auth=("ben", "eraser42"), verbose=False)
+    ben.session_hash = amy.session_hash
+    ben.predict("what did i say my pet was?", api_name="/chat")
+    store = Transcripts(school["db"])
+    (amy_chat,) = store.chats(staff="lee", search="gecko")
+    assert amy_chat["student"] == "amy" and amy_chat["messages"] == 2
+    (ben_chat,) = store.chats(staff="lee", search="what did i say my pet was")
+    assert ben_chat["student"] == "ben"
+
+
+def test_the_app_takes_no_uploads(school):
+    amy = _browser(school, "amy", "pencil42")
+    r = amy.post("/gradio_api/upload", files={"files": ("homework.txt", b"x" * 1000)})
+    assert r.status_code >= 400
 
 
 def test_transcripts_survive_a_restart(school):
     server = school["server"]
     store = Transcripts(school["db"])
-    before = store.student_chats("amy")
+    before = [c for c in store.chats(staff="lee", search="what is a verb?") if c["student"] == "amy"]
     assert before
     server.close()
     cfg = school["cfg"]
@@ -226,7 +314,7 @@ def test_busy_when_the_waiting_line_is_full(trained_adapter, tmp_path, embedded_
             return ben
 
         assert asyncio.run(scenario()) == [Refusal(f"{PERSONA.name} is helping a lot of students right now. "
-                                                   "Please try again in a minute.", 503)]  # fmt: skip
+                                                   "Please try again in a minute.", 503, retry_after_s=30)]  # fmt: skip
         # A disclosure is answered even then: safeguarding needs no model.
         disclosure = "i'm so hungry i can't think"
         events, _ = _turn(tutor, "ben", disclosure)
@@ -264,9 +352,57 @@ def test_abuse_is_counted_in_the_stored_chat_not_in_what_a_door_sends(tmp_path):
         for message in ("shut up", "you stupid bot", "shut up already", "ok what is 2+2"):
             turn = asyncio.run(_events(tutor.respond("amy", chat_id, message, history=[])))  # the door sends nothing
             ends.append(type(turn[-1]).__name__)
-    assert ends == ["Failure", "Failure", "Silence", "Silence"]
+        # ... and the student's abuse in their other recent chats: a new chat does not start afresh.
+        fresh = asyncio.run(tutor.chat_for("amy", None))
+        in_new_chat = asyncio.run(_events(tutor.respond("amy", fresh, "what is 3+3")))
+    assert ends == ["Failure", "Failure", "Silence", "Silence"] and in_new_chat == [Silence()]
     stored = tutor.transcripts.history(chat_id)
     assert [m["ending"] for m in stored if m["role"] == "assistant"] == ["failed", "failed", "silent", "silent"]
+    # flagged from the first abusive message (staff see it at once), each abusive message marked
+    assert [m["flags"] for m in stored if m["role"] == "user"] == [["abusive"], ["abusive"], ["abusive"], []]
+    assert {c["id"]: c["flagged"] for c in tutor.transcripts.chats(staff="lee")}[chat_id] == 1
+
+
+def _offline_tutor(tmp_path, **limits):
+    """A Tutor whose model server is not there: turns that reach the model fail, so every other
+    event proves the model was not needed."""
+    spec = BackendSpec("openai", base_url=[f"http://127.0.0.1:{free_port()}"], model="none", max_retries=0)
+    backend = open_backend(spec).__enter__()
+    return Tutor(backend, SAFEGUARD, Transcripts(tmp_path / "t.sqlite"), PERSONA, Sampling(), Limits(**limits), 12)
+
+
+def test_a_chat_staff_deleted_goes_on_in_a_new_chat_and_nothing_is_lost(tmp_path):
+    tutor = _offline_tutor(tmp_path)
+    store = tutor.transcripts
+    chat_id = asyncio.run(tutor.chat_for("amy", None))
+    asyncio.run(_events(tutor.respond("amy", chat_id, "i haven't eaten since yesterday")))
+    store.delete_student("amy", staff="lee")
+    again = asyncio.run(tutor.chat_for("amy", chat_id))
+    events = asyncio.run(_events(tutor.respond("amy", again, "i'm so hungry")))
+    assert again != chat_id and isinstance(events[0], SafeguardingReply)
+    assert [m["content"] for m in store.messages(again, viewer="amy", staff=False)][0] == "i'm so hungry"
+    # Another student's chat id is never written to: ben gets a chat of his own.
+    assert asyncio.run(tutor.chat_for("ben", again)) != again
+
+
+def test_a_message_that_cannot_be_stored_is_refused_but_a_disclosure_is_still_answered(tmp_path):
+    tutor = _offline_tutor(tmp_path)
+    chat_id = asyncio.run(tutor.chat_for("amy", None))
+    (tmp_path / "t.sqlite").unlink()  # SQLite would go on writing to the deleted file: acknowledged, then lost
+    events = asyncio.run(_events(tutor.respond("amy", chat_id, "what is 2+2")))
+    assert len(events) == 1 and events[0].status == 503 and "can't save" in events[0].message
+    events = asyncio.run(_events(tutor.respond("amy", chat_id, "i want to kill myself")))
+    assert events == [SafeguardingReply(SAFEGUARD.assess("i want to kill myself").response, ("self_harm",))]
+
+
+def test_a_too_long_message_is_refused_and_stored_with_the_refusal(tmp_path):
+    tutor = _offline_tutor(tmp_path, max_message_chars=50)
+    chat_id = asyncio.run(tutor.chat_for("amy", None))
+    events = asyncio.run(_events(tutor.respond("amy", chat_id, "tell me about volcanoes " * 5)))
+    assert events[0].status == 413
+    stored = tutor.transcripts.history(chat_id)
+    assert [(m["role"], m["ending"]) for m in stored] == [("user", "complete"), ("assistant", "refused")]
+    assert stored[0]["content"] == ("tell me about volcanoes " * 5).strip() and stored[1]["content"] == events[0].message
 
 
 def test_require_login_false_is_loopback_only():
@@ -303,3 +439,42 @@ def test_a_failing_model_is_a_failure_in_both_doors_and_in_the_transcripts(tmp_p
         server.close()
     endings = [m["ending"] for c in Transcripts(db).student_chats("amy") for m in Transcripts(db).history(c["id"])]
     assert endings == ["complete", "failed"] * 3
+
+
+def test_health_says_what_is_down(tmp_path):
+    """The model server is a port where nothing listens; then the database file goes too."""
+    db = tmp_path / "school.sqlite"
+    Accounts(db).add("lee", "staff", "teacher1")
+    cfg = ServeConfig(backend="openai", base_url=[f"http://127.0.0.1:{free_port()}"], adapter="", port=free_port(),
+                      transcripts_db=str(db), backend_retries=0)  # fmt: skip
+    server = launch(cfg, block=False)
+    try:
+        r = httpx.get(f"{server.url}/health")
+        assert r.status_code == 503 and r.json() == {"server": "ok", "database": "ok", "backend": "down"}
+        db.unlink()
+        assert httpx.get(f"{server.url}/health").json()["database"] == "down"
+    finally:
+        server.close()
+
+
+def test_a_model_server_started_for_one_command_dies_with_it():
+    """`tim serve` / `tim synth` start vLLM in its own session (so Ctrl-C in a terminal does not
+    hit it mid-shutdown), with a parent-death signal: killed with -9, the command takes it along."""
+    import subprocess
+    import sys
+    import time
+
+    from tutorkit.backends.vllm_server import process_alive
+
+    code = ("import subprocess, time\nfrom tutorkit.backends.vllm_server import die_with_parent\n"
+            "p = subprocess.Popen(['sleep', '300'], start_new_session=True, preexec_fn=die_with_parent)\n"
+            "print(p.pid, flush=True)\ntime.sleep(300)\n")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert process_alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while process_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(child)

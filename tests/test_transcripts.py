@@ -61,3 +61,29 @@ def test_tim_transcripts_command(tmp_path):
     assert [e["action"] for e in Transcripts(db).audit_log()] == ["export", "delete"]
     r = subprocess.run([*tim, "purge", "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True)
     assert r.returncode == 2 and "no transcripts database" in r.stderr
+
+
+def test_an_older_file_is_migrated_without_losing_a_message_and_ids_are_never_reused(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    old = sqlite3.connect(db)  # the schema before user_version: chat ids could be reused, no endings
+    old.executescript(
+        """CREATE TABLE chats (id INTEGER PRIMARY KEY, student TEXT NOT NULL, started_at REAL NOT NULL,
+                               flagged INTEGER NOT NULL DEFAULT 0);
+           CREATE TABLE messages (id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+                                  role TEXT NOT NULL, content TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '',
+                                  created_at REAL NOT NULL);
+           INSERT INTO chats VALUES (1, 'amy', 1.0, 1), (2, 'ben', 2.0, 0);
+           INSERT INTO messages VALUES (1, 1, 'user', 'i have no food', 'hunger', 1.0), (2, 2, 'user', 'hi', '', 2.0);"""
+    )
+    old.commit()
+    old.close()
+    store = Transcripts(db)
+    assert store._read("PRAGMA user_version") == [(1,)]
+    assert [(m["content"], m["flags"], m["ending"]) for m in store.history(1)] == [("i have no food", ["hunger"], "complete")]
+    assert store.history(2)[0]["content"] == "hi"
+    store.delete_student("ben", staff="lee")
+    assert store.start_chat("cat") == 3  # ben's chat 2 is gone, and its id does not come back
+    store.close()
+    assert Transcripts(db).history(1)[0]["content"] == "i have no food"  # opening again changes nothing

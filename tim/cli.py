@@ -6,6 +6,7 @@
     tim dpo       --config configs/dpo.yaml         preference tuning after SFT (train/dpo.py)
     tim export    --adapter runs/sft --merge true --output_dir runs/sft-merged   merged model
     tim eval      --config configs/eval.yaml --adapter runs/sft   behaviours, base vs tuned
+    tim safeguarding eval                           safeguarding's recall and precision on a labelled set
     tim serve     --config configs/serve.yaml       Tim in the browser and over the API (serve/)
     tim users     add|remove|list|key [NAME] [--role staff]   accounts and API keys for tim serve
     tim transcripts purge|export|delete [NAME]      the chats tim serve stored
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sys
 
 from evaluation.evaluate import main as eval_main
+from evaluation.safeguarding_eval import main as safeguarding_main
 from serve.accounts import main as users_main
 from serve.app import main as serve_main
 from serve.transcripts import main as transcripts_main
@@ -37,7 +39,7 @@ from tutorkit.backends.vllm_server import main as generator_main
 # functions that need them, so `tim users list` stays quick although every stage is imported.
 COMMANDS = {
     "synth": synth_main, "import": import_main, "train": train_main, "dpo": dpo_main, "export": export_main,
-    "eval": eval_main,
+    "eval": eval_main, "safeguarding": safeguarding_main,
     "serve": serve_main, "users": users_main, "transcripts": transcripts_main, "demo": demo_main,
     "generator": generator_main,
 }  # fmt: skip

@@ -11,6 +11,21 @@ from functools import lru_cache
 from pathlib import Path
 
 GENERATION_TAGS = re.compile(r"\{%-?\s*(generation|endgeneration)\s*-?%\}")
+# Text shaped like a chat template's control token: <|im_start|> <|eot_id|> (ChatML, Llama 3,
+# Phi), </s> <s>, [INST] <<SYS>> (Llama 2, Mistral), <start_of_turn> (Gemma), <repo_name>-style
+# specials. Every engine here tokenizes the rendered prompt with special tokens parsed, so such
+# text from a student would become real control tokens and could re-prompt Tim.
+CONTROL_LIKE = re.compile(r"<\|[^<>|\s]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|</?[A-Za-z_][A-Za-z0-9_]{2,30}>")
+
+
+def defuse_control_text(text: str) -> str:
+    """`text` with every control-token look-alike made plain text (its angle brackets and square
+    brackets swapped for look-alike quotes: "<|im_start|>" -> "\u2039|im_start|\u203a"), so no tokenizer
+    can read it as a control token. For what clients send, never for the persona prompt."""
+    return CONTROL_LIKE.sub(lambda m: m.group().translate(_DEFUSE), text)
+
+
+_DEFUSE = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "\u2045", "]": "\u2046"})
 
 
 def without_generation_tags(template: str) -> str:

@@ -41,6 +41,7 @@ class SafeguardingReply:
 class Refusal:
     message: str  # shown to the student: what to do about it
     status: int  # the HTTP status the API answers with
+    retry_after_s: int | None = None  # when trying again makes sense (the API's Retry-After)
 
 
 @dataclass(frozen=True)

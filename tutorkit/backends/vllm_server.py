@@ -134,8 +134,20 @@ def server_command(cfg: VllmServerConfig, model_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def start(cfg: VllmServerConfig) -> str:
-    """Start the server unless ours is already running; wait until healthy; return its base URL."""
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, however it dies
+    (kill -9 included), so a server owned by one command never outlives it. Linux only."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start(cfg: VllmServerConfig, owned: bool = False) -> str:
+    """Start the server unless ours is already running; wait until healthy; return its base URL.
+    `owned`: the server lives only as long as this process (call from the main thread: Linux sends
+    the signal when the starting thread exits); otherwise it runs until `stop` (tim generator)."""
     if _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name):
         return cfg.base_url
     if healthy(cfg.base_url):
@@ -150,7 +162,8 @@ def start(cfg: VllmServerConfig) -> str:
         env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
     log = open(_log_file(cfg), "w")
     proc = subprocess.Popen(
-        server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        preexec_fn=die_with_parent if owned and sys.platform == "linux" else None,
     )
     _pid_file(cfg).write_text(f"{proc.pid}\n")
     (run_dir / "served.json").write_text(json.dumps({"model": str(model_dir), "base_url": cfg.base_url}) + "\n")
@@ -199,7 +212,7 @@ def status(cfg: VllmServerConfig) -> str:
 def running(cfg: VllmServerConfig):
     """Yield a healthy server's base URL; stop it afterwards only if this call started it."""
     already = _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name)
-    url = start(cfg)
+    url = start(cfg, owned=not already)
     try:
         yield url
     finally:

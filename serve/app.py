@@ -25,12 +25,14 @@ import time
 
 from serve.accounts import Accounts
 from serve.config import ServeConfig
-from serve.engine import backend_spec
+from serve.engine import adapter_dir, backend_spec
 from serve.transcripts import Transcripts
 from serve.tutor import Tutor
 from tutorkit import TimError, run_main
 from tutorkit.backends import ChatBackend, Sampling, open_backend
+from tutorkit.chat_template import TokenCounter
 from tutorkit.config import ConfigParser
+from tutorkit.model_files import resolve_model
 from tutorkit.persona import load_persona
 from tutorkit.safeguarding import load_safeguard
 
@@ -71,6 +73,8 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens),
         limits=cfg.limits,
         max_history_messages=cfg.max_history_messages,
+        tokens=token_counter(cfg),
+        context_tokens=min(cfg.context_tokens, cfg.llamacpp_ctx) if cfg.backend == "llamacpp" else cfg.context_tokens,
     )
     app = FastAPI(title=persona.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(make_router(tutor, accounts, cfg.served_model_name, cfg.max_request_kb * 1024))
@@ -100,9 +104,22 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
     ui.queue(default_concurrency_limit=4)
     return gr.mount_gradio_app(
         app, ui, path="/", auth_dependency=user_of, auth_message=staff_note(persona.name), footer_links=[], run_history=False,
-        show_error=True, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
+        # Our gr.Error messages (refusals, "log in again") are shown; anything else (a bug, an
+        # internal error naming hosts or files) shows students only a generic error.
+        show_error=False, ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
         max_file_size=1,  # bytes: the app takes no files, and students must not store any on the server
     )  # fmt: skip
+
+
+def token_counter(cfg: ServeConfig) -> TokenCounter | None:
+    """The served model's tokens (the adapter's template and tokenizer, else the model's), or
+    None with a warning where they are not on this machine (an `openai` backend's own model)."""
+    try:
+        directory = adapter_dir(cfg) or resolve_model(cfg.model)
+        return TokenCounter(directory)
+    except TimError as e:
+        print(f"tim serve: {e}: history is cut by count only, and the API sends no usage", file=sys.stderr)
+        return None
 
 
 def _exit_on_sigterm(signum, frame):

@@ -8,7 +8,15 @@ that user. Turns go through the same Tutor as the browser (limits, safeguarding,
 under the key's owner). Tim's persona prompt always leads: a client's system messages are dropped,
 so an API user cannot re-prompt Tim. A request continues a chat in the transcripts when its
 earlier messages are exactly an earlier request's messages plus the reply it got; otherwise it
-starts a new chat. Silence is an empty `content`. Streaming is SSE ending with `data: [DONE]`.
+starts a new chat. Silence is an empty `content`. Streaming is SSE ending with `data: [DONE]`;
+a failure after part of a reply is an `error` event before it.
+
+Honoured request fields: `messages`, `stream` (true/false only), `max_tokens` /
+`max_completion_tokens` (lowers the server's cap, never raises it), `stream_options.include_usage`
+(a last chunk with `usage`), `n` (1 only; more is refused). Sampling (`temperature`, `top_p`,
+`seed`, penalties, `stop`) and everything else are ignored: the school's configs/serve.yaml
+decides how Tim samples. `usage` counts tokens with the served model's tokenizer and template;
+`finish_reason` is "length" when the reply reached the token cap.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.accounts import Accounts
 from serve.tutor import Tutor
-from tutorkit.turns import Delta, Failure, Refusal, SafeguardingReply, render_text
+from tutorkit.turns import Delta, Failure, Finished, Refusal, SafeguardingReply, render_text
 
 MAX_TRACKED_CHATS = 50_000  # continuation digests kept in memory (~100 bytes each)
 MAX_MESSAGES = 400  # per request: far more than the model sees (max_history_messages), far less than a flood
@@ -100,7 +108,15 @@ def _parse(body) -> tuple[list[tuple[str, str]], str, bool, int | None]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):  # "no" is truthy: a client that sent it must not get a stream
         raise ValueError("'stream' must be true or false")
+    if body.get("n", 1) != 1:
+        raise ValueError("'n' must be 1: Tim gives one reply per turn")
     return turns[:-1], turns[-1][1], stream, max_tokens
+
+
+def _usage(finished: Finished | None) -> dict:
+    """Token counts of the turn; zero where the model was not asked (safeguarding, silence)."""
+    prompt, completion = (finished.prompt_tokens, finished.completion_tokens) if finished else (0, 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_bytes: int) -> APIRouter:
@@ -126,7 +142,8 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
                           "authentication_error")  # fmt: skip
         student = user[0]
         try:
-            earlier, message, stream, max_tokens = _parse(json.loads(await _body(request, max_request_bytes)))
+            body_options = json.loads(await _body(request, max_request_bytes))
+            earlier, message, stream, max_tokens = _parse(body_options)
         except _TooLarge:
             return _error(413, f"the request body is larger than {max_request_bytes // 1024} KiB")
         except json.JSONDecodeError as e:
@@ -155,18 +172,26 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
                 return _refused(failed)
             reply = render_text(turn)  # silence is an empty content
             remember(reply)
+            finished = next((e for e in turn if isinstance(e, Finished)), None)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                             "finish_reason": finished.reason if finished else "stop"}],
+                "usage": _usage(finished),
             }  # fmt: skip
 
-        def chunk(delta: dict, finish: str | None = None) -> str:
+        def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+                    "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+            if usage is not None:
+                body["usage"] = usage
             return f"data: {json.dumps(body)}\n\n"
 
+        options = body_options.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
         async def sse():
-            sent = ""
+            sent, finished = "", None
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 event = first
@@ -174,6 +199,8 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
                     if isinstance(event, (Delta, SafeguardingReply)):
                         yield chunk({"content": event.text})
                         sent += event.text
+                    elif isinstance(event, Finished):
+                        finished = event
                     elif isinstance(event, Failure):  # after part of the reply: the stream says so and ends
                         error = {"message": event.message, "type": "server_error", "code": 502}
                         yield f"data: {json.dumps({'error': error})}\n\n"
@@ -183,7 +210,9 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
             finally:  # a client that leaves mid-reply: the turn is stored as stopped, now
                 await events.aclose()
             remember(sent)
-            yield chunk({}, "stop")
+            yield chunk({}, finished.reason if finished else "stop")
+            if include_usage:  # as OpenAI sends it: one more chunk, no choices, the usage
+                yield chunk(None, usage=_usage(finished))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")

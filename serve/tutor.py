@@ -27,15 +27,15 @@ import sys
 import time
 import unicodedata
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from serve.config import Limits
 from serve.transcripts import Transcripts, TranscriptsError
 from tutorkit.backends import ChatBackend, Sampling
-from tutorkit.chat_template import defuse_control_text
+from tutorkit.chat_template import TokenCounter, defuse_control_text
 from tutorkit.persona import Persona
 from tutorkit.safeguarding import ABUSIVE, Decision, Safeguard
-from tutorkit.turns import Event, Failure, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
+from tutorkit.turns import Event, Failure, Finished, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
 
 
 def clean_input(text: str) -> str:
@@ -45,18 +45,29 @@ def clean_input(text: str) -> str:
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs")).strip()
 
 
-def build_messages(system_prompt: str, history: list[dict], message: str, max_history: int) -> list[dict]:
+def build_messages(system_prompt: str, history: list[dict], message: str, max_history: int,
+                   fits: Callable[[list[dict]], bool] | None = None) -> list[dict] | None:  # fmt: skip
     """Persona system prompt, the last turns of the chat (a silent reply is an empty turn), the
-    message. Text from the chat has control-token look-alikes defused (it comes from clients)."""
+    message. Text from the chat has control-token look-alikes defused (it comes from clients).
+    `fits`: the oldest turns go until the prompt fits the model's context (the persona and the
+    message always stay); None if even those do not fit."""
     turns = [{"role": m["role"], "content": defuse_control_text(m["content"])} for m in history
              if m["role"] in ("user", "assistant")]  # fmt: skip
     turns = turns[-max_history:] if max_history else []
-    return [{"role": "system", "content": system_prompt}, *turns, {"role": "user", "content": defuse_control_text(message)}]
+    system, last = {"role": "system", "content": system_prompt}, {"role": "user", "content": defuse_control_text(message)}
+    while fits is not None and not fits([system, *turns, last]):
+        if not turns:
+            return None
+        turns = turns[2:] if len(turns) > 1 and turns[0]["role"] == "user" else turns[1:]  # a whole exchange at a time
+    return [system, *turns, last]
 
 
 class Tutor:
     def __init__(self, backend: ChatBackend, safeguard: Safeguard, transcripts: Transcripts, persona: Persona,
-                 sampling: Sampling, limits: Limits, max_history_messages: int):  # fmt: skip
+                 sampling: Sampling, limits: Limits, max_history_messages: int, tokens: TokenCounter | None = None,
+                 context_tokens: int = 2048):  # fmt: skip
+        """`tokens` counts as the served model does (history trimmed to `context_tokens`, prompt
+        + reply; the API's `usage`); None where the served model's tokenizer is not at hand."""
         self.backend = backend
         self.safeguard = safeguard
         self.transcripts = transcripts
@@ -65,6 +76,7 @@ class Tutor:
         self.sampling = sampling
         self.limits = limits
         self.max_history_messages = max_history_messages
+        self.tokens, self.context_tokens = tokens, context_tokens
         self._recent: dict[str, deque[float]] = defaultdict(deque)  # student -> message times (monotonic s)
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._waiting = 0
@@ -148,8 +160,17 @@ class Tutor:
         sampling = self.sampling
         if max_tokens is not None and max_tokens < sampling.max_tokens:
             sampling = dataclasses.replace(sampling, max_tokens=max_tokens)
+        fits = None
+        if self.tokens is not None:
+            fits = lambda m: self.tokens.prompt(m) + sampling.max_tokens <= self.context_tokens  # noqa: E731
         messages = build_messages(self.system_prompt, stored if history is None else history, message,
-                                  self.max_history_messages)  # fmt: skip
+                                  self.max_history_messages, fits)  # fmt: skip
+        if messages is None:
+            refusal = Refusal(f"That message is too long for {self.persona.name} to read with the rest of the chat. "
+                              "Try sending it in parts.", 413)  # fmt: skip
+            await self._store_reply(chat_id, refusal.message, "refused")
+            yield refusal
+            return
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -161,6 +182,9 @@ class Tutor:
                 text += delta.text
                 yield delta
             ending = "complete" if text else "silent"
+            if text and self.tokens is not None:
+                used = self.tokens.text(text)
+                yield Finished("length" if used >= sampling.max_tokens else "stop", self.tokens.prompt(messages), used)
         except Exception as e:  # BackendError, or a bug: either way the turn failed, and says so
             # The cause goes to the server's log, not to the student (it can name internal hosts).
             print(f"tim serve: chat {chat_id}: no reply: {e!r}", file=sys.stderr, flush=True)
@@ -168,8 +192,12 @@ class Tutor:
         finally:
             self._slots.release()
             # Written even when the student left mid-reply (ending "stopped"): what was shown
-            # is what is stored. Queued, not awaited: a closing generator cannot wait.
-            self.transcripts.submit(self.transcripts.add_message, chat_id, "assistant", text, (), ending)
+            # is what is stored. Queued here (a closing generator cannot wait), awaited below.
+            written = self.transcripts.submit(self.transcripts.add_message, chat_id, "assistant", text, (), ending)
+        try:  # the reply is stored before the turn's last event goes out
+            await asyncio.wrap_future(written)
+        except TranscriptsError as e:
+            print(f"tim serve: chat {chat_id}: reply NOT STORED: {e}", file=sys.stderr, flush=True)
         if failure is not None:
             yield failure
         elif not text:

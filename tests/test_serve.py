@@ -90,7 +90,7 @@ def test_api_chat_completion_and_streaming_format(school):
     r = _post(school, "amy", _ask("Can you help me with fractions?"))
     assert r.status_code == 200
     body = r.json()
-    assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
+    assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] in ("stop", "length")
     reply = body["choices"][0]["message"]["content"]
     assert body["choices"][0]["message"]["role"] == "assistant" and reply.strip()
     assert "User:" not in reply and not reply.startswith("Tim:")
@@ -103,7 +103,7 @@ def test_api_chat_completion_and_streaming_format(school):
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["delta"] == {}
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length") and chunks[-1]["choices"][0]["delta"] == {}
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text.strip() and len(chunks) > 3, "the reply was not streamed in pieces"
 
@@ -179,6 +179,26 @@ def test_api_limits_and_bad_input(school):
     assert [m["ending"] for m in store.messages(chat["id"], viewer="lee", staff=True)] == ["complete", "refused"]
 
 
+def test_the_official_openai_client_reads_replies_usage_and_length(school):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=school["url"] + "/v1", api_key=school["keys"]["ben"], max_retries=0)
+    reply = client.chat.completions.create(model="tim", messages=[{"role": "user", "content": "What is a noun?"}])
+    assert reply.choices[0].message.content.strip() and reply.usage.prompt_tokens > 50
+    assert reply.usage.completion_tokens > 0 and reply.choices[0].finish_reason in ("stop", "length")
+    cut = client.chat.completions.create(model="tim", max_tokens=3, messages=[{"role": "user", "content": "Tell me a story."}])
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens <= 4
+    stream = client.chat.completions.create(model="tim", stream=True, stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "What is a verb?"}])  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
+    fixed = client.chat.completions.create(model="tim", messages=[{"role": "user", "content": "i'm so hungry"}])
+    assert fixed.choices[0].message.content == SAFEGUARD.assess("i'm so hungry").response and fixed.usage.total_tokens == 0
+    with pytest.raises(Exception, match="'n' must be 1"):
+        client.chat.completions.create(model="tim", n=2, messages=[{"role": "user", "content": "hi"}])
+
+
 def test_roles_in_the_browser_app(school):
     url = school["url"] + "/"
     amy = Client(url, auth=("amy", "pencil42"), verbose=False)
@@ -191,6 +211,9 @@ def test_roles_in_the_browser_app(school):
         amy.predict(ben_chat, api_name="/my_chat")
     mine = store.student_chats("amy")[0]["id"]
     assert "what is a verb?" in amy.predict(mine, api_name="/my_chat")
+    with pytest.raises(Exception) as internal:  # a bug's message (here int("abc")) is not for students
+        amy.predict("abc", api_name="/my_chat")
+    assert "invalid literal" not in str(internal.value)
 
     lee = Client(url, auth=("lee", "teacher1"), verbose=False)
     table = lee.predict("", api_name="/staff_chats")
@@ -335,7 +358,8 @@ def test_a_reply_the_student_stops_is_stored_as_shown(trained_adapter, tmp_path,
 
         chat_id = tutor.transcripts.start_chat("amy")
         first = asyncio.run(stop_after_first_piece(chat_id))
-        stored = tutor.transcripts.history(chat_id)
+        # after the writes queued on the writer thread, as the next turn would read it
+        stored = asyncio.run(tutor.transcripts.run(tutor.transcripts.history, chat_id))
     assert isinstance(first, Delta) and first.text.strip()
     assert [(m["role"], m["ending"]) for m in stored] == [("user", "complete"), ("assistant", "stopped")]
     assert stored[1]["content"] == first.text  # what was shown is what is stored
@@ -356,7 +380,7 @@ def test_abuse_is_counted_in_the_stored_chat_not_in_what_a_door_sends(tmp_path):
         fresh = asyncio.run(tutor.chat_for("amy", None))
         in_new_chat = asyncio.run(_events(tutor.respond("amy", fresh, "what is 3+3")))
     assert ends == ["Failure", "Failure", "Silence", "Silence"] and in_new_chat == [Silence()]
-    stored = tutor.transcripts.history(chat_id)
+    stored = asyncio.run(tutor.transcripts.run(tutor.transcripts.history, chat_id))
     assert [m["ending"] for m in stored if m["role"] == "assistant"] == ["failed", "failed", "silent", "silent"]
     # flagged from the first abusive message (staff see it at once), each abusive message marked
     assert [m["flags"] for m in stored if m["role"] == "user"] == [["abusive"], ["abusive"], ["abusive"], []]
@@ -478,3 +502,21 @@ def test_a_model_server_started_for_one_command_dies_with_it():
     while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not process_alive(child)
+
+
+def test_history_is_trimmed_to_the_context_in_tokens(embedded_model_dir):
+    from tutorkit.chat_template import TokenCounter
+
+    tokens = TokenCounter(embedded_model_dir)
+    essay = "Volcanoes form where magma rises through the crust and erupts at the surface. " * 20
+    history = [m for _ in range(4) for m in ({"role": "user", "content": essay}, {"role": "assistant", "content": "Wow!"})]
+    budget = 1000
+
+    def fits(messages):
+        return tokens.prompt(messages) + 200 <= budget
+
+    assert not fits(build_messages("You are Tim.", history, "and then?", 12))  # four essays overflow
+    messages = build_messages("You are Tim.", history, "and then?", 12, fits)
+    assert fits(messages) and messages[0]["content"] == "You are Tim." and messages[-1]["content"] == "and then?"
+    assert 1 < len(messages) < 10 and messages[1]["role"] == "user"  # whole exchanges went, oldest first
+    assert build_messages("You are Tim.", [], essay * 3, 12, fits) is None  # the message alone is too long

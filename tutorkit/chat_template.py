@@ -68,3 +68,28 @@ def load_template(directory: str | Path) -> str:
     if not isinstance(template, str):
         raise TimError(f"no chat template in {directory}")
     return template
+
+
+class TokenCounter:
+    """Tokens as the served model counts them, from the chat template and tokenizer.json saved in
+    a directory (the adapter's, or the model's): the prompt a chat renders to, and a reply's text.
+    `tokenizers` only (no torch), ~1 ms a chat; the server budgets its context and reports `usage`
+    with it whatever the backend."""
+
+    def __init__(self, directory: str | Path):
+        from tokenizers import Tokenizer
+
+        from tutorkit import TimError
+
+        path = Path(directory) / "tokenizer.json"
+        if not path.is_file():
+            raise TimError(f"no tokenizer.json in {directory}")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._template = load_template(directory)
+
+    def prompt(self, messages: list[dict]) -> int:
+        text = render_chat(self._template, messages, add_generation_prompt=True)
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def text(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)

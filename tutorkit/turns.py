@@ -8,6 +8,9 @@ evaluation report) renders them itself; no display string ever stands for a sign
     SafeguardingReply(text)     safeguarding's fixed reply to a disclosure, without the model
     Refusal(message, status)    a limit refused the turn (too long, too fast, too busy)
     Failure(message)            the model could not answer (the backend failed)
+
+A model reply's deltas are followed by Finished(reason, prompt_tokens, completion_tokens) when
+the server can count tokens: reason "length" when the reply reached the token cap, else "stop".
 """
 
 from __future__ import annotations
@@ -49,7 +52,14 @@ class Failure:
     message: str
 
 
-Event = Delta | Silence | SafeguardingReply | Refusal | Failure
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "stop", or "length": the reply reached the token cap
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = Delta | Silence | SafeguardingReply | Refusal | Failure | Finished
 
 
 def safeguarding_event(decision: Decision) -> Silence | SafeguardingReply | None:

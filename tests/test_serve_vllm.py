@@ -1,10 +1,12 @@
 """The default serving backend, through the real command: `tim serve` starts the project's vLLM
 server (CPU build here) on the trained adapter merged into the base model, answers through the
-API, and stops vLLM when it is itself stopped with SIGTERM (as systemd or docker stop do)."""
+API, restarts vLLM when it dies, and stops vLLM (its whole process group) when it is itself
+stopped with SIGTERM (as systemd or docker stop do)."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import httpx
 from conftest import ROOT, VLLM_TEST_ARGS, free_port, wait_until_serving
 from serve.accounts import Accounts
 from serve.artifacts import merged_model
-from tutorkit.backends.vllm_server import process_alive
+from tutorkit.backends.vllm_server import group_alive, process_alive
 
 
 def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
@@ -41,13 +43,22 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
                        json={"model": "tim", "messages": [{"role": "user", "content": "What is a fraction?"}]})  # fmt: skip
         reply = r.json()["choices"][0]["message"]["content"]
         assert r.status_code == 200 and reply.strip() and "<|im_end|>" not in reply and "User:" not in reply
+        # vLLM dies (a crash, the OOM killer): the next turn waits while tim serve restarts it.
+        os.kill(vllm_pid, signal.SIGKILL)
+        r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=300,
+                       json={"model": "tim", "messages": [{"role": "user", "content": "What is a noun?"}]})  # fmt: skip
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
+        restarted = int((run_dir / "server.pid").read_text())
+        assert restarted != vllm_pid and process_alive(restarted) and not group_alive(vllm_pid)
+        assert httpx.get(f"{url}/health").json()["backend"] == "ok"
+        vllm_pid = restarted
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     deadline = time.monotonic() + 30
     while process_alive(vllm_pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not process_alive(vllm_pid), "vLLM outlived tim serve"
+    assert not process_alive(vllm_pid) and not group_alive(vllm_pid), "vLLM outlived tim serve"
     # The merge is made once and reused while the adapter is unchanged.
     merged = run_dir / "merged"
     mtime = (merged / "model.safetensors").stat().st_mtime_ns

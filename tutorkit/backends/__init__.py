@@ -110,8 +110,10 @@ def open_backend(spec: BackendSpec) -> Iterator[ChatBackend]:
         from tutorkit.backends.openai_http import OpenAIChatBackend
 
         with vllm_server.running(spec.server) as url:
+            # The server this process started comes back if it dies (a crash, the OOM killer).
+            supervisor = vllm_server.Supervisor(spec.server)
             yield OpenAIChatBackend([url], spec.model or spec.server.served_model_name, None, spec.max_concurrency,
-                                    spec.timeout_s, spec.max_retries)  # fmt: skip
+                                    spec.timeout_s, spec.max_retries, revive=supervisor.revive)  # fmt: skip
     elif spec.engine == "transformers":
         from tutorkit.backends.transformers_local import TransformersChatBackend
         from tutorkit.model_files import resolve_model

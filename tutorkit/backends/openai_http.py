@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -27,13 +27,17 @@ RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 class OpenAIChatBackend:
     def __init__(self, base_urls: list[str], model: str, api_key: str | None = None, max_concurrency: int = 32,
-                 timeout_s: float = 120.0, max_retries: int = 4):  # fmt: skip
+                 timeout_s: float = 120.0, max_retries: int = 4,
+                 revive: Callable[[], Awaitable[bool]] | None = None):  # fmt: skip
+        """`revive`: called when the server cannot be reached after the retries; True if it was
+        brought back (a restarted vLLM), and the request is tried once more."""
         if not base_urls:
             raise BackendError("the openai backend needs at least one base_url")
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self._next_url = itertools.cycle(self.base_urls)
         self.model = model
         self.max_retries = max_retries
+        self._revive = revive
         self.completion_tokens = 0  # generated tokens of plain requests, as the server reports them
         self._limit = asyncio.Semaphore(max_concurrency)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -63,6 +67,14 @@ class OpenAIChatBackend:
 
     async def _send(self, body: dict, stream: bool) -> tuple[str, httpx.Response]:
         """(url, a 200 response; streamed ones not yet read), after retries; BackendError if none came."""
+        try:
+            return await self._send_with_retries(body, stream)
+        except BackendError as e:
+            if e.status is not None or self._revive is None or not await self._revive():
+                raise
+        return await self._send_with_retries(body, stream)
+
+    async def _send_with_retries(self, body: dict, stream: bool) -> tuple[str, httpx.Response]:
         for attempt in range(self.max_retries + 1):
             url = next(self._next_url)
             request = self._client.build_request("POST", f"{url}/v1/chat/completions", json=body)

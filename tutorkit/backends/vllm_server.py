@@ -180,25 +180,80 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
     raise TimError(f"vLLM not healthy after {cfg.startup_timeout_s} s; log: {_log_file(cfg)}")
 
 
+def group_alive(pgid: int) -> bool:
+    """Any live (not zombie) process in the process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(process_alive(int(p.name)) for p in Path("/proc").iterdir()
+               if p.name.isdigit() and _pgid(int(p.name)) == pgid)  # fmt: skip
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def stop(cfg: VllmServerConfig, grace_s: float = 20.0) -> bool:
-    """Stop our server (its whole process group). Returns whether one was running."""
-    pid = _read_pid(cfg)
+    """Stop our server: its whole process group, even when the server itself has died and left
+    workers behind (they hold gigabytes and a core). Returns whether any of it was running."""
+    try:
+        pid = int(_pid_file(cfg).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
     _pid_file(cfg).unlink(missing_ok=True)
-    if pid is None:
+    if not group_alive(pid):  # the server started its session: its pid is the group's id
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and process_alive(pid):
+    while time.monotonic() < deadline and group_alive(pid):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    if process_alive(pid):
+    if group_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):  # reap it when this process started it (no zombie)
         os.waitpid(pid, os.WNOHANG)
     return True
+
+
+class Supervisor:
+    """Restarts the server this process owns when it has died, at most `max_restarts` times, one
+    restart at a time however many requests found it gone."""
+
+    def __init__(self, cfg: VllmServerConfig, max_restarts: int = 3):
+        self.cfg, self.max_restarts, self.restarts = cfg, max_restarts, 0
+        self._lock = None  # an asyncio.Lock, made in the event loop that uses it
+
+    async def revive(self) -> bool:
+        """True when the server is answering again (restarted now, or by a request before)."""
+        import asyncio
+
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if _read_pid(self.cfg) is not None:
+                return await asyncio.to_thread(healthy, self.cfg.base_url)
+            if self.restarts >= self.max_restarts:
+                return False
+            self.restarts += 1
+            print(f"tim: vLLM died; restart {self.restarts} of {self.max_restarts} (log: {_log_file(self.cfg)})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            await asyncio.to_thread(stop, self.cfg)  # what is left of it
+            try:
+                await asyncio.to_thread(start, self.cfg)
+            except TimError as e:
+                print(f"tim: vLLM restart failed: {e}", file=sys.stderr, flush=True)
+                return False
+            return True
 
 
 def status(cfg: VllmServerConfig) -> str:

@@ -1,7 +1,7 @@
 """`tim`: one command for every stage.
 
     tim synth     --config configs/synth.yaml       synthesize conversations (synth/)
-    tim import    --config configs/import.yaml --inputs FILE ...   convert legacy transcripts
+    tim import    --config configs/import.yaml --inputs FILE ...   import chat logs and datasets
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim dpo       --config configs/dpo.yaml         preference tuning after SFT (train/dpo.py)
     tim export    --adapter runs/sft --merge true --output_dir runs/sft-merged   merged model

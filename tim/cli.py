@@ -2,6 +2,7 @@
 
     tim synth     --config configs/synth.yaml       synthesize conversations (synth/)
     tim import    --config configs/import.yaml --inputs FILE ...   import chat logs and datasets
+    tim data      show|merge --dataset_dir DIR      what training sees (trained tokens marked); merge datasets
     tim train     --config configs/sft.yaml         LoRA fine-tune (train/sft.py, one process)
     tim dpo       --config configs/dpo.yaml         preference tuning after SFT (train/dpo.py)
     tim export    --adapter runs/sft --merge true --output_dir runs/sft-merged   merged model
@@ -29,6 +30,7 @@ from serve.transcripts import main as transcripts_main
 from synth.legacy_import import main as import_main
 from synth.synthesize import main as synth_main
 from tim.demo import main as demo_main
+from train.data import main as data_main
 from train.dpo import main as dpo_main
 from train.export import main as export_main
 from train.sft import main as train_main
@@ -41,7 +43,7 @@ COMMANDS = {
     "synth": synth_main, "import": import_main, "train": train_main, "dpo": dpo_main, "export": export_main,
     "eval": eval_main, "safeguarding": safeguarding_main,
     "serve": serve_main, "users": users_main, "transcripts": transcripts_main, "demo": demo_main,
-    "generator": generator_main,
+    "generator": generator_main, "data": data_main,
 }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
 from tutorkit.conversation import read_conversations, read_splits
+from train.data import row_sources
 from train.plots import plot_loss
 
 
@@ -110,6 +111,7 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
 
     model_dir = resolve_model(model_args.model_name_or_path or "embedded")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    print_token_summary(tokenizer, training_args, train_rows)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
     quantization = get_quantization_config(model_args)  # QLoRA: 4-bit base weights (CUDA only)
     model = AutoModelForCausalLM.from_pretrained(
@@ -131,6 +133,20 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
         peft_config=get_peft_config(model_args),
     )
     return trainer, model_dir
+
+
+def print_token_summary(tokenizer, training_args, rows: list[dict]) -> None:
+    """What `tim data show` prints at its end: tokens, trained tokens, rows max_length cuts."""
+    from train.data import TrainingView, summarize, summary_lines
+
+    try:
+        view = TrainingView(tokenizer, training_args.chat_template_path, training_args.assistant_only_loss,
+                            training_args.max_length)  # fmt: skip
+    except TimError as e:  # a template TRL clones from another model: TRL reports on it itself
+        print(f"tim train: no token summary ({e})", file=sys.stderr)
+        return
+    for line in summary_lines("train.jsonl", summarize(view, rows)):
+        print(f"tim train: {line}", file=sys.stderr)
 
 
 def parse_args(args=None):
@@ -155,6 +171,7 @@ def main(args=None) -> dict:
         "world_size": training_args.world_size,
         "resumed_from": resume,
         "global_step": trainer.state.global_step,
+        "train_rows": row_sources(data_args.dataset_dir, data_args.max_train_conversations),
     }
     return write_metrics(trainer, metrics, Path(training_args.output_dir), "tim train")
 

@@ -21,16 +21,20 @@ def adapter_digest(adapter: Path) -> str:
     return hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
 
 
-def merged_model(adapter: Path, run_dir: Path) -> Path:
-    """Base + adapter merged once into run_dir/merged; reused while the adapter file is the same."""
+def merged_model(adapter: Path, run_dir: Path, model: str) -> Path:
+    """Base `model` + adapter merged once into run_dir/merged; reused while the adapter file and
+    the base are the same. The base is the serve config's, never the path the adapter recorded
+    on the machine it was trained on."""
     digest = adapter_digest(adapter)
     out = run_dir / "merged"
     stamp = out / "tim-merged-from.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
-        return out
+    if stamp.is_file():
+        recorded = json.loads(stamp.read_text())
+        if (recorded.get("adapter_sha256"), recorded.get("base")) == (digest, model):
+            return out
     print(f"tim serve: merging {adapter} into the base model for vLLM -> {out}", file=sys.stderr, flush=True)
-    merge(adapter, out)
-    stamp.write_text(json.dumps({"adapter": str(adapter.resolve()), "adapter_sha256": digest}) + "\n")
+    merge(adapter, out, model=model)
+    stamp.write_text(json.dumps({"adapter": str(adapter.resolve()), "adapter_sha256": digest, "base": model}) + "\n")
     return out
 
 

@@ -12,6 +12,7 @@ for tutorkit.backends.open_backend.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from serve import artifacts
@@ -32,18 +33,53 @@ def adapter_dir(cfg: ServeConfig) -> Path | None:
     return adapter
 
 
+# vLLM's --max-lora-rank accepts only these values (vllm/config/lora.py); an adapter's rank is
+# rounded up to the next one.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The --max-lora-rank vLLM accepts for an adapter of rank `rank`."""
+    fitting = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fitting:
+        raise TimError(f"adapter rank {rank} is above vLLM's largest --max-lora-rank ({VLLM_LORA_RANKS[-1]}); serve it merged")
+    return fitting[0]
+
+
+def recorded_base(adapter: Path) -> str:
+    return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+
+
+def say_base(adapter: Path, model: str) -> None:
+    """The adapter records the base model by the path it had where it was trained; serving always
+    uses the configured `model`, and says so when the two differ."""
+    recorded = recorded_base(adapter)
+    try:
+        same = recorded and Path(resolve_model(model)).resolve() == Path(recorded).expanduser().resolve()
+    except TimError:
+        same = False
+    if recorded and not same:
+        print(f"tim serve: {adapter} was trained on base {recorded}; serving it on the configured model '{model}'",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
 def vllm_server_config(cfg: ServeConfig, adapter: Path | None) -> VllmServerConfig:
-    """The project's vLLM server for serving: merged weights on CPUs, base + LoRA on CUDA."""
+    """The project's vLLM server for serving: merged weights on CPUs, base + LoRA on CUDA (merged
+    there too for a DoRA adapter, which vLLM's LoRA support refuses)."""
     run_dir = Path(cfg.vllm_run_dir)
     template = ["--chat-template", str(adapter / "chat_template.jinja")] if adapter else []
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text()) if adapter else {}
     if adapter is None:
         model, name, lora = cfg.model, cfg.served_model_name, []
-    elif cuda_present():
-        rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
+    elif cuda_present() and not adapter_config.get("use_dora"):
+        rank = vllm_lora_rank(int(adapter_config["r"]))
         model, name = cfg.model, f"{cfg.served_model_name}-base"
         lora = ["--enable-lora", "--lora-modules", f"{cfg.served_model_name}={adapter}", "--max-lora-rank", str(rank)]
     else:
-        model, name, lora = str(artifacts.merged_model(adapter, run_dir)), cfg.served_model_name, []
+        if cuda_present():
+            print(f"tim serve: {adapter} is a DoRA adapter, which vLLM cannot load as LoRA; serving it merged into the base",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        model, name, lora = str(artifacts.merged_model(adapter, run_dir, cfg.model)), cfg.served_model_name, []
     return VllmServerConfig(model=model, served_model_name=name, port=cfg.vllm_port, run_dir=str(run_dir),
                             extra_args=[*template, *lora, *cfg.vllm_extra_args])  # fmt: skip
 
@@ -54,6 +90,8 @@ def backend_spec(cfg: ServeConfig) -> BackendSpec:
         return BackendSpec("openai", model=cfg.served_model_name, base_url=cfg.base_url, api_key=cfg.api_key,
                            max_concurrency=cfg.limits.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
     adapter = adapter_dir(cfg)
+    if adapter is not None and cfg.backend != "openai":
+        say_base(adapter, cfg.model)
     if cfg.backend == "transformers":
         return BackendSpec("transformers", model=cfg.model, adapter=str(adapter or ""))
     if cfg.backend == "llamacpp":

@@ -62,5 +62,5 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     # The merge is made once and reused while the adapter is unchanged.
     merged = run_dir / "merged"
     mtime = (merged / "model.safetensors").stat().st_mtime_ns
-    assert merged_model(trained_adapter, run_dir) == merged
+    assert merged_model(trained_adapter, run_dir, "embedded") == merged
     assert (merged / "model.safetensors").stat().st_mtime_ns == mtime

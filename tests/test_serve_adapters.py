@@ -1,0 +1,67 @@
+"""Adapters trained on one machine and served on another, checked on the CPU before a GPU ever
+sees them: vLLM's fixed set of --max-lora-rank values, DoRA adapters (which vLLM's LoRA support
+refuses: served merged), and the base-model path an adapter records from its training machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serve import engine
+from serve.config import ServeConfig
+from tutorkit import TimError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _copy(adapter: Path, dest: Path, **changes) -> Path:
+    shutil.copytree(adapter, dest)
+    config = json.loads((dest / "adapter_config.json").read_text())
+    (dest / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+    return dest
+
+
+@pytest.mark.parametrize("rank, served", [(1, 1), (2, 8), (8, 8), (12, 16), (16, 16), (33, 64), (300, 320), (512, 512)])
+def test_lora_rank_rounds_up_to_a_value_vllm_accepts(rank, served):
+    assert engine.vllm_lora_rank(rank) == served
+
+
+def test_lora_rank_above_vllms_largest_is_a_clear_error():
+    with pytest.raises(TimError, match="adapter rank 1024 is above vLLM's largest --max-lora-rank"):
+        engine.vllm_lora_rank(1024)
+
+
+def test_cuda_vllm_gets_the_rounded_rank(trained_adapter, tmp_path, monkeypatch):
+    adapter = _copy(trained_adapter, tmp_path / "r12", r=12)
+    monkeypatch.setattr(engine, "cuda_present", lambda: True)  # which branch; nothing is served here
+    args = engine.vllm_server_config(ServeConfig(adapter=str(adapter), vllm_run_dir=str(tmp_path / "run")), adapter).extra_args
+    assert args[args.index("--max-lora-rank") + 1] == "16" and "--enable-lora" in args
+
+
+def test_dora_adapter_is_served_merged_with_a_message(tiny_dataset, tmp_path, monkeypatch, capsys):
+    from train import sft
+
+    dora = tmp_path / "dora"
+    sft.main(["--config", str(ROOT / "configs/sft.yaml"), "--dataset_dir", str(tiny_dataset), "--output_dir", str(dora),
+              "--use_dora", "true", "--max_steps", "1", "--report_to", "none", "--eval_strategy", "no",
+              "--save_strategy", "no", "--disable_tqdm", "true"])  # fmt: skip
+    assert json.loads((dora / "adapter_config.json").read_text())["use_dora"] is True
+    monkeypatch.setattr(engine, "cuda_present", lambda: True)
+    server = engine.vllm_server_config(ServeConfig(adapter=str(dora), vllm_run_dir=str(tmp_path / "run")), dora)
+    assert "--enable-lora" not in server.extra_args and server.model == str(tmp_path / "run" / "merged")
+    assert (tmp_path / "run" / "merged" / "model.safetensors").is_file()
+    assert "is a DoRA adapter, which vLLM cannot load as LoRA; serving it merged" in capsys.readouterr().err
+
+
+def test_base_path_recorded_on_the_training_machine_is_not_used(trained_adapter, tmp_path, capsys):
+    elsewhere = "/home/gpu-box/.cache/tim/models/SmolLM2-135M-Instruct"
+    adapter = _copy(trained_adapter, tmp_path / "from-gpu", base_model_name_or_path=elsewhere)
+    cfg = ServeConfig(adapter=str(adapter), vllm_run_dir=str(tmp_path / "run"))  # model: embedded
+    spec = engine.backend_spec(cfg)  # on this CPU: the merged model, built from the configured base
+    assert spec.server.model == str(tmp_path / "run" / "merged")
+    stamp = json.loads((tmp_path / "run" / "merged" / "tim-merged-from.json").read_text())
+    assert stamp["base"] == "embedded"
+    assert f"was trained on base {elsewhere}; serving it on the configured model 'embedded'" in capsys.readouterr().err

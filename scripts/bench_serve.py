@@ -88,7 +88,7 @@ def child(name: str, args) -> None:
     from tutorkit.persona import load_persona
 
     system = load_persona("configs/persona.yaml").render_system_prompt()
-    cfg = ServeConfig(adapter=args.adapter, backend=name, max_concurrent=max(args.concurrency),
+    cfg = ServeConfig(model=args.model, adapter=args.adapter, backend=name, max_concurrent=max(args.concurrency),
                       gguf_dir=args.gguf_dir)  # fmt: skip
     with open_backend(backend_spec(cfg)) as backend:  # vllm: started here, stopped at the end
         if name == "llamacpp":  # count with llama.cpp's own tokenizer: no transformers in this process
@@ -108,6 +108,7 @@ def child(name: str, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", default="runs/demo/adapter")
+    ap.add_argument("--model", default="embedded", help="the base model the adapter was trained on")
     ap.add_argument("--backends", nargs="+", default=["vllm", "llamacpp", "transformers"],
                     choices=["vllm", "llamacpp", "transformers"])  # fmt: skip
     ap.add_argument("--decode_tokens", type=int, default=128)
@@ -136,7 +137,7 @@ def main() -> None:
     if "llamacpp" in args.backends:  # the GGUF export happens here, not in the measured process
         from serve.artifacts import gguf_files
 
-        gguf_files(Path(args.adapter), Path(args.gguf_dir), "q8_0", merged=True, base_gguf="", model="embedded")
+        gguf_files(Path(args.adapter), Path(args.gguf_dir), "q8_0", merged=True, base_gguf="", model=args.model)
     results = {}
     for name in args.backends:
         print(f"bench_serve: {name} ...", file=sys.stderr, flush=True)

@@ -3,13 +3,20 @@ eval, and optionally one more logged value on a second panel (DPO's reward margi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
 def plot_loss(log_history: list[dict], path: Path, title: str = "LoRA fine-tune",
               extra: tuple[str, str] | None = None) -> None:  # fmt: skip
-    """`extra`: (log key, axis label) of a value to plot under the loss, when it was logged."""
-    import matplotlib
+    """`extra`: (log key, axis label) of a value to plot under the loss, when it was logged.
+    Without matplotlib (a bare GPU box) the plot is left out, with a line saying so."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"tim: {path.name} not written: matplotlib is not installed (metrics.json has the same figures)",
+              file=sys.stderr)  # fmt: skip
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

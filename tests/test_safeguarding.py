@@ -145,16 +145,25 @@ def test_safeguarding_eval_names_the_line_of_a_bad_item(tmp_path):
         main(["eval", "--data", str(data), "--output_dir", str(tmp_path)])
 
 
+# Held-out recall below the goal, as measured and written in README ("Safeguarding, measured"):
+# a floor, so a change that loses more fails, while the gap stays on record as not met.
+HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.8}
+
+
 def test_the_shipped_labelled_set_meets_the_detection_goals(tmp_path):
     """data/safeguarding_eval.yaml as a regression guard: a pattern change that loses recall or
-    flags ordinary messages fails here (figures in README, "Safeguarding")."""
+    flags ordinary messages fails here (figures in README, "Safeguarding"). The patterns are
+    widened from the dev items' misses, so dev must meet every goal; held-out items must meet it
+    too, except where a gap is recorded above."""
     from evaluation.safeguarding_eval import GOALS, main
 
     report = main(["eval", "--config", "configs/safeguarding_eval.yaml", "--output_dir", str(tmp_path)])
     assert report["items"] >= 300 and report["all"]["ordinary"]["n"] >= 150
     assert set(report["all"]) == {*SAFEGUARD.config.disclosures, "abusive", "ordinary"}
     assert report["all"]["ordinary"]["flagged"] <= GOALS["ordinary_flagged"]
-    for label, figures in report["all"].items():
-        if label != "ordinary":
-            goal = GOALS["abusive_recall" if label == "abusive" else "disclosure_recall"]
-            assert figures["recall"] >= goal, (label, figures)
+    for split in ("dev", "held_out"):
+        for label, figures in report[split].items():
+            if label != "ordinary":
+                goal = GOALS["abusive_recall" if label == "abusive" else "disclosure_recall"]
+                floor = HELD_OUT_BELOW_GOAL.get(label, goal) if split == "held_out" else goal
+                assert figures["recall"] >= floor, (split, label, figures)

@@ -25,6 +25,16 @@ from tutorkit.backends import BackendError, Sampling
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+def transport_problem(url: str, error: httpx.TransportError, timeout_s: float, tries: int) -> str:
+    """What went wrong, in words a user can act on: a server that accepted the connection but
+    answered too late is up and slow (a slow CPU, a busy neighbour), not unreachable."""
+    if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
+        return (f"chat server {url} is up but too slow: no reply within {timeout_s:g} s ({tries} "
+                f"{'try' if tries == 1 else 'tries'}); this machine may be slow or busy - raise "
+                "request_timeout_s or lower max_concurrency")  # fmt: skip
+    return f"chat server {url} unreachable: {error!r}"
+
+
 class OpenAIChatBackend:
     def __init__(self, base_urls: list[str], model: str, api_key: str | None = None, max_concurrency: int = 32,
                  timeout_s: float = 120.0, max_retries: int = 4,
@@ -37,6 +47,7 @@ class OpenAIChatBackend:
         self._next_url = itertools.cycle(self.base_urls)
         self.model = model
         self.max_retries = max_retries
+        self.timeout_s = timeout_s
         self._revive = revive
         self.completion_tokens = 0  # generated tokens of plain requests, as the server reports them
         self._limit = asyncio.Semaphore(max_concurrency)
@@ -82,7 +93,7 @@ class OpenAIChatBackend:
                 response = await self._client.send(request, stream=stream)
             except httpx.TransportError as e:  # connection refused or reset, timeouts
                 if attempt == self.max_retries:
-                    raise BackendError(f"chat server {url} unreachable: {e!r}") from None
+                    raise BackendError(transport_problem(url, e, self.timeout_s, attempt + 1)) from None
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
                 continue
             if response.status_code == 200:
@@ -128,6 +139,8 @@ class OpenAIChatBackend:
                     delta = choices[0].get("delta", {}).get("content") if choices else None
                     if delta:
                         yield delta
+            except httpx.TimeoutException as e:
+                raise BackendError(transport_problem(url, e, self.timeout_s, 1)) from None
             except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
                 raise BackendError(f"chat server {url}: the streamed reply broke off: {e!r}") from None
             finally:

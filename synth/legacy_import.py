@@ -24,7 +24,7 @@ the first problem instead, with the file and line.
 
 Tutor names other than the persona's (a legacy bot called "Sam") are rewritten to the persona's
 name in the tutor's words. Writes output_dir/train.jsonl, validation.jsonl (with the persona's
-system prompt first) and report.json.
+system prompt first), report.json and a dataset card (README.md, as the Hub writes one).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from synth import chat_formats
+from synth.card import write_import_card
 from synth.postprocess import normalize_names
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
@@ -59,6 +60,7 @@ class ImportConfig:
     persona_config: str = field(default="configs/persona.yaml")
     add_system_prompt: bool = field(default=True, metadata={"help": "Start each chat with the persona's prompt."})
     validation_fraction: float = field(default=0.1)
+    card_license: str = field(default="other", metadata={"help": "The dataset card's license (a Hub license id)."})
     format: str = field(default="auto", metadata={"help": f"One of {', '.join(FORMATS)}."})
     strict: bool = field(default=False, metadata={"help": "Stop at the first problem instead of skipping and reporting."})
 
@@ -368,6 +370,7 @@ def main(args=None) -> dict:
         raise TimError(f"no conversation could be imported ({skipped} skipped); the reasons are in {out / 'report.json'}")
     write_jsonl(out / "train.jsonl", rows["train"])
     write_jsonl(out / "validation.jsonl", rows["validation"])
+    write_import_card(out, report, rows, cfg.card_license)
     print(f"tim import: {len(imported)} conversations from {len(files)} files in {out}; {skipped} skipped, "
           f"{changed} changed (each listed in {out / 'report.json'})", file=sys.stderr)  # fmt: skip
     return report

@@ -114,6 +114,7 @@ class SynthConfig:
     max_retries: int = field(default=4, metadata={"help": "Per request, with exponential backoff."})
     max_attempts: int = field(default=3, metadata={"help": "Per conversation; each attempt a new seed."})
     validation_fraction: float = field(default=0.1)
+    card_license: str = field(default="apache-2.0", metadata={"help": "The dataset card's license (a Hub license id)."})
     student_voice_fraction: float = field(default=0.3, metadata={"help": "Share of student turns made messy."})
     persona_break_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes; a match rejects."})
     min_tim_turns: int = field(default=1)
@@ -360,7 +361,7 @@ def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elap
         "config": asdict(cfg),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_card(out, report, accepted)
+    write_card(out, report, {"train": rows["train"] + gold, "validation": rows["validation"]}, cfg.card_license)
     return report
 
 

@@ -52,6 +52,25 @@ def test_sharegpt_json(tmp_path):
     assert rows == _expected() and report["files"][str(FIXTURES / "sharegpt.json")]["format"] == "sharegpt"
 
 
+def test_output_has_a_hub_dataset_card_that_datasets_loads(tmp_path):
+    import datasets
+    import yaml
+
+    legacy = FIXTURES.parent / "legacy"
+    legacy_import.main(["--config", "configs/import.yaml", "--output_dir", str(tmp_path), "--validation_fraction", "0.5",
+                        "--inputs", str(FIXTURES / "sharegpt.json"), str(legacy / "transcripts.txt")])  # fmt: skip
+    card = (tmp_path / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["license"] == "other" and header["size_categories"] == ["n<1K"]
+    assert header["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "train.jsonl"}, {"split": "validation", "path": "validation.jsonl"}]}]
+    assert f"| {FIXTURES / 'sharegpt.json'} | sharegpt | 3 | 0 | 1 |" in card and "## Sample rows" in card
+    loaded = datasets.load_dataset(str(tmp_path))
+    written = {n: read_conversations(tmp_path / f"{n}.jsonl") for n in ("train", "validation")}
+    assert {n: loaded[n].num_rows for n in loaded} == {n: len(r) for n, r in written.items()}
+    assert loaded["train"][0]["messages"] == written["train"][0]["messages"]
+
+
 def test_alpaca_json(tmp_path):
     report, rows = _import(tmp_path, FIXTURES / "alpaca.json")
     assert rows == _expected("expected_alpaca.jsonl")

@@ -28,7 +28,7 @@ from serve.config import ServeConfig
 from serve.engine import adapter_dir, backend_spec
 from serve.transcripts import Transcripts
 from serve.tutor import Tutor
-from tutorkit import TimError, run_main
+from tutorkit import TimError, exit_on_sigterm, run_main
 from tutorkit.backends import ChatBackend, Sampling, open_backend
 from tutorkit.chat_template import TokenCounter
 from tutorkit.config import ConfigParser
@@ -122,10 +122,6 @@ def token_counter(cfg: ServeConfig) -> TokenCounter | None:
         return None
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def make_parser() -> ConfigParser:
     return ConfigParser(ServeConfig, prog="tim serve", doc=__doc__)
 
@@ -153,7 +149,7 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
             print(f"tim serve: Tim is at {url}  (API: {url}/v1)", file=sys.stderr, flush=True)
             # uvicorn shuts down gracefully on SIGTERM and then re-raises it; leaving through
             # Python (not the default handler) lets the `with` block stop our vLLM server.
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            signal.signal(signal.SIGTERM, exit_on_sigterm)
             server.run()
             return RunningServer(server, None, url, contextlib.ExitStack())
         thread = threading.Thread(target=server.run, daemon=True, name="tim-serve")

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from synth import synthesize
 from synth.postprocess import normalize_names
@@ -82,9 +83,16 @@ def test_synth_through_local_vllm_server(vllm_server, tmp_path):
         for purpose in ("tim", "student"):
             prompt = first_tim_prompt[(row["meta"]["key"], purpose)]
             assert f"Tim: {tim_line}" in prompt and f"Student: {student_line}" in prompt
-    # The dataset card.
+    # The dataset card, as the Hub writes it: datasets loads the splits it names.
     card = (out / "README.md").read_text()
-    assert "Gold exemplars" in card
+    assert "Gold exemplars" in card and "## Sample rows" in card
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["license"] == "apache-2.0" and header["size_categories"] == ["n<1K"]
+    import datasets
+
+    written = {name: len(read_conversations(out / f"{name}.jsonl")) for name in ("train", "validation")}
+    loaded = datasets.load_dataset(str(out))
+    assert {name: loaded[name].num_rows for name in loaded} == {k: n for k, n in written.items() if n}
     assert "Conversations per category" in card and "Rejected attempts per reason" in card
     for png in ("turns_per_conversation.png", "words_per_tim_turn.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -183,6 +191,33 @@ def test_resume_after_kill_9_ends_with_exact_count_no_duplicates(vllm_server, tm
     assert len(records) >= done_before
     attempts = Counter((r["key"], r["attempt"]) for r in records)
     assert all(n == 1 for n in attempts.values()), "an attempt was generated twice"
+
+
+def test_sigterm_stops_the_vllm_server_synth_started(tmp_path):
+    """SIGTERM to `tim synth` (systemd, a CI timeout, `kill`) stops the vLLM it started with it:
+    before, the server and its engine processes ran on (3 GB, a core) until `tim generator stop`."""
+    from conftest import VLLM_TEST_ARGS, free_port
+
+    run_dir, port = tmp_path / "generator", free_port()
+    generator = tmp_path / "generator.yaml"
+    generator.write_text(yaml.safe_dump({"model": "embedded", "served_model_name": "tim-generator", "port": port,
+                                         "run_dir": str(run_dir), "extra_args": list(VLLM_TEST_ARGS)}))  # fmt: skip
+    cmd = [str(Path(sys.executable).parent / "tim"), "synth", "--config", "configs/synth.yaml", "--output_dir",
+           str(tmp_path / "synth"), "--generator_config", str(generator), "--max_conversations", "4", *SMALL]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and not vllm.healthy(f"http://127.0.0.1:{port}"):
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    server_pid = int((run_dir / "server.pid").read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert "tim: stopping (SIGTERM)" in proc.stderr.read()
+    deadline = time.monotonic() + 30
+    while vllm.group_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not vllm.group_alive(server_pid), "vLLM outlived tim synth"
+    assert not (run_dir / "server.pid").exists()
 
 
 def test_resume_refuses_other_settings(tmp_path, vllm_server):

@@ -13,7 +13,9 @@ checks that.
 """
 
 import os
+import signal
 import sys
+import threading
 
 # Nothing Tim runs may reach the network: no hub downloads, no telemetry, no Gradio analytics.
 # Set here, at the first import of the project, because huggingface_hub and gradio read these
@@ -29,6 +31,12 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM as SystemExit(143): `finally` blocks and `with` exits run (run_main installs it)."""
+    print("tim: stopping (SIGTERM)", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
 class TimError(Exception):
     """A problem the user can fix (bad config, missing model, bad data row): shown as one line."""
 
@@ -37,7 +45,11 @@ def run_main(main, args=None) -> None:
     """Run a command's main(); a TimError becomes one line on stderr and exit status 2.
 
     Every entry point (the `tim` command, `python -m synth.synthesize`, `train/sft.py`) ends
-    through here, so a user mistake never shows a traceback."""
+    through here, so a user mistake never shows a traceback. SIGTERM (systemd, `kill`, a CI
+    timeout) becomes SystemExit(143) in the main thread, so `finally` blocks run as they do for
+    Ctrl-C: a vLLM server the command started is stopped with it, not left running."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         main(args)
     except TimError as e:

@@ -6,7 +6,8 @@ setup:
 	@scripts/setup_env.sh --vllm
 
 demo: setup
-	@if grep -q '^backend: *llamacpp' configs/serve.yaml; then scripts/setup_env.sh --llamacpp; fi
+	@# llama.cpp when the config names it, or when `backend: auto` will pick it (a CPU without AVX-512)
+	@if grep -q '^backend: *llamacpp' configs/serve.yaml || ! grep -q avx512f /proc/cpuinfo; then scripts/setup_env.sh --llamacpp; fi
 	@.venv/bin/tim demo --config configs/demo.yaml
 
 test: setup

@@ -74,7 +74,7 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         limits=cfg.limits,
         max_history_messages=cfg.max_history_messages,
         tokens=token_counter(cfg),
-        context_tokens=min(cfg.context_tokens, cfg.llamacpp_ctx) if cfg.backend == "llamacpp" else cfg.context_tokens,
+        context_tokens=min(cfg.context_tokens, cfg.llamacpp_ctx) if cfg.engine == "llamacpp" else cfg.context_tokens,
     )
     app = FastAPI(title=persona.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(make_router(tutor, accounts, cfg.served_model_name, cfg.max_request_kb * 1024))
@@ -95,7 +95,7 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         """For monitoring (no login; says only ok or what is down): the server answers, the
         database can be written, the model server answers."""
         database = await transcripts.run(transcripts.writable)
-        upstream = {"vllm": [f"http://127.0.0.1:{cfg.vllm_port}"], "openai": cfg.base_url}.get(cfg.backend)
+        upstream = {"vllm": [f"http://127.0.0.1:{cfg.vllm_port}"], "openai": cfg.base_url}.get(cfg.engine)
         backend = all([await run_in_threadpool(healthy, url) for url in upstream]) if upstream else True
         body = {"server": "ok", "database": "ok" if database else "down", "backend": "ok" if backend else "down"}
         return JSONResponse(body, status_code=200 if database and backend else 503)
@@ -140,6 +140,9 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
         print(f"tim serve: purged {purged} chats older than {cfg.retention_days} days", file=sys.stderr)
     with contextlib.ExitStack() as resources:
         backend = resources.enter_context(open_backend(backend_spec(cfg)))
+        engine, why = cfg.engine_choice
+        if why:
+            print(f"tim serve: serving with {engine} (backend: auto): {why}", file=sys.stderr, flush=True)
         app = build_server_app(cfg, backend, transcripts, accounts)
         # Open streams (a browser's event stream) would otherwise hold a shutdown forever.
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",

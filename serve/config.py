@@ -5,7 +5,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-BACKENDS = ("vllm", "llamacpp", "openai", "transformers")
+from tutorkit.backends.vllm_server import cuda_present
+from tutorkit.hardware import local_engine
+
+BACKENDS = ("auto", "vllm", "llamacpp", "openai", "transformers")
 # (replies generated at once, turns waiting) when the config says 0: vLLM batches many chats; the
 # in-process engines generate one (llama.cpp) or a small batch (transformers) at a time, so a
 # long waiting line there means minutes of waiting instead of a clear "busy".
@@ -24,7 +27,8 @@ class Limits:
 class ServeConfig:
     model: str = field(default="embedded", metadata={"help": "Base model: 'embedded', a directory, or a hub id."})
     adapter: str = field(default="runs/sft", metadata={"help": "Trained LoRA adapter dir; '' = base model only."})
-    backend: str = field(default="vllm", metadata={"help": "vllm | llamacpp | openai | transformers"})
+    backend: str = field(default="vllm", metadata={"help": "auto (vLLM with a GPU or AVX-512, else llama.cpp) | vllm | "
+                         "llamacpp | openai | transformers"})
     base_url: list[str] = field(default_factory=list, metadata={"help": "openai backend: server URL(s)."})
     served_model_name: str = field(default="tim", metadata={"help": "Model name the API lists and asks upstream for."})
     api_key: str | None = field(default=None, metadata={"help": "openai backend: the upstream server's key."})
@@ -65,6 +69,7 @@ class ServeConfig:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url")
         if not self.require_login and not is_loopback(self.host):
@@ -77,8 +82,19 @@ class ServeConfig:
             raise ValueError("max_concurrent must be >= 0 (0 = the backend's default), max_queue >= -1")
 
     @property
+    def engine(self) -> str:
+        """The backend in use: `backend`, or for `auto` the one this machine suits
+        (tutorkit/hardware.py; `engine_choice` says why)."""
+        return self.engine_choice[0]
+
+    @property
+    def engine_choice(self) -> tuple[str, str]:
+        """(engine, why it was chosen; '' when the config named it)."""
+        return local_engine(cuda_present()) if self.backend == "auto" else (self.backend, "")
+
+    @property
     def limits(self) -> Limits:
-        concurrent, queue = BACKEND_CONCURRENCY[self.backend]
+        concurrent, queue = BACKEND_CONCURRENCY[self.engine]
         return Limits(self.max_message_chars, self.messages_per_minute, self.max_concurrent or concurrent,
                       queue if self.max_queue == -1 else self.max_queue)  # fmt: skip
 

@@ -86,15 +86,16 @@ def vllm_server_config(cfg: ServeConfig, adapter: Path | None) -> VllmServerConf
 
 def backend_spec(cfg: ServeConfig) -> BackendSpec:
     """The backend to serve with, after building any files it needs (merge, GGUF export)."""
-    if cfg.backend == "openai":
+    engine = cfg.engine  # `auto` resolved for this machine
+    if engine == "openai":
         return BackendSpec("openai", model=cfg.served_model_name, base_url=cfg.base_url, api_key=cfg.api_key,
                            max_concurrency=cfg.limits.max_concurrent, max_retries=cfg.backend_retries)  # fmt: skip
     adapter = adapter_dir(cfg)
-    if adapter is not None and cfg.backend != "openai":
+    if adapter is not None:
         say_base(adapter, cfg.model)
-    if cfg.backend == "transformers":
+    if engine == "transformers":
         return BackendSpec("transformers", model=cfg.model, adapter=str(adapter or ""))
-    if cfg.backend == "llamacpp":
+    if engine == "llamacpp":
         if adapter is None:
             base = cfg.base_gguf or str(embedded_gguf_path())
             return BackendSpec("llamacpp", model=base, chat_template=load_template(resolve_model(cfg.model)),

@@ -10,8 +10,10 @@ normalized, student voice augmented, then passed through the quality gates and n
 check (synth/gates.py); a rejected attempt is retried with a new seed up to max_attempts. Both
 prompts show `exemplars_in_prompt` gold exemplars of the conversation's category
 (data/exemplars.yaml), and `exemplars_in_train` copies of every exemplar join train.jsonl.
-With backend `openai` and an empty `base_url`, the project's own vLLM server (generator_config) is started, and stopped
-afterwards if this command started it.
+With an empty `base_url`, backend `openai` starts the project's own vLLM server
+(generator_config) and stops it afterwards if this command started it; `llamacpp` generates with
+the generator's GGUF in this process; `auto` (the default) takes vLLM on a GPU or an AVX-512 CPU
+and llama.cpp on a CPU without AVX-512, and prints which and why (tutorkit/hardware.py).
 
 Files in output_dir:
   conversations.jsonl   journal: every finished attempt, appended and flushed as it finishes
@@ -49,9 +51,12 @@ from synth.roleplay import roleplay
 from synth.transcript import one_shot
 from tutorkit import TimError, run_main
 from tutorkit.backends import BackendSpec, Sampling, open_backend, vllm_server
+from tutorkit.chat_template import load_template
 from tutorkit.checks import CHECKS, Context, get_check
 from tutorkit.config import ConfigParser
 from tutorkit.conversation import split_rows, write_jsonl
+from tutorkit.hardware import local_engine
+from tutorkit.model_files import embedded_gguf_path, resolve_model
 from tutorkit.persona import load_persona
 from tutorkit.safeguarding import load_safeguard
 
@@ -68,7 +73,8 @@ class SynthConfig:
     scenarios_file: str = field(default="data/scenarios.yaml")
     persona_config: str = field(default="configs/persona.yaml")
     mode: str = field(default="roleplay", metadata={"help": "roleplay (two prompts take turns) | transcript (one shot)"})
-    backend: str = field(default="openai", metadata={"help": "openai (vLLM or any compatible server) | transformers"})
+    backend: str = field(default="auto", metadata={"help": "auto (vLLM with a GPU or AVX-512, else llama.cpp) | openai "
+                         "(vLLM or any compatible server) | llamacpp (the generator's GGUF in process) | transformers"})
     base_url: list[str] = field(
         default_factory=list, metadata={"help": "OpenAI-compatible servers (round-robin); empty = start our vLLM."}
     )
@@ -125,8 +131,8 @@ class SynthConfig:
     overwrite: bool = field(default=False, metadata={"help": "Start over even if output_dir holds another run."})
 
     def __post_init__(self):
-        if self.backend not in ("openai", "transformers"):
-            raise ValueError(f"backend must be 'openai' or 'transformers', got {self.backend!r}")
+        if self.backend not in ("auto", "openai", "llamacpp", "transformers"):
+            raise ValueError(f"backend must be auto, openai, llamacpp or transformers, got {self.backend!r}")
         if self.mode not in ("roleplay", "transcript"):
             raise ValueError(f"mode must be 'roleplay' or 'transcript', got {self.mode!r}")
         if not 0 <= self.validation_fraction < 1:
@@ -148,13 +154,35 @@ class SynthConfig:
             raise ValueError("tim_candidates above 1 needs turn_checks to choose by")
 
     def backend_spec(self, generator: vllm_server.VllmServerConfig) -> BackendSpec:
-        """The generator: in process, a server at base_url, or (base_url empty) our own vLLM."""
-        if self.backend == "transformers":
+        """The generator: a server at base_url, our own vLLM, llama.cpp or transformers in process.
+        `auto` picks vLLM or llama.cpp for this machine and says which and why."""
+        engine = self.backend
+        if self.base_url:
+            engine = "openai"
+        elif engine == "auto":
+            engine, why = local_engine(vllm_server.cuda_present())
+            print(f"tim synth: generating with {'vLLM' if engine == 'vllm' else 'llama.cpp'}: {why}", file=sys.stderr)
+        elif engine == "openai":
+            engine = "vllm"  # no server given: our own
+        if engine == "transformers":
             return BackendSpec("transformers", model=self.model or generator.model, batch_size=self.transformers_batch_size)
-        engine = "openai" if self.base_url else "vllm"
+        if engine == "llamacpp":
+            return BackendSpec("llamacpp", model=str(generator_gguf(self.model or generator.model)),
+                               chat_template=load_template(resolve_model(generator.model)),
+                               context_tokens=generator.max_model_len)  # fmt: skip
         return BackendSpec(engine, model=self.model or generator.served_model_name, base_url=self.base_url,
                            api_key=self.api_key, server=generator, max_concurrency=self.max_concurrency,
                            timeout_s=self.request_timeout_s, max_retries=self.max_retries)  # fmt: skip
+
+
+def generator_gguf(model: str) -> Path:
+    """The GGUF file llama.cpp generates with: the embedded model's own, or a .gguf path."""
+    if model == "embedded":
+        return embedded_gguf_path()
+    if model.endswith(".gguf") and Path(model).is_file():
+        return Path(model)
+    raise TimError(f"the llama.cpp generator needs a GGUF file: model is {model!r} (use 'embedded', a .gguf file "
+                   "from `tim export --gguf true`, or backend: openai)")  # fmt: skip
 
 
 class Journal:
@@ -384,7 +412,7 @@ def main(args=None) -> dict:
     journal = Journal(out / "conversations.jsonl")
     started = time.monotonic()
     # What rows record as their source: the engine kind (vLLM is reached over its OpenAI API).
-    meta = {"backend": cfg.backend, "model": spec.model}
+    meta = {"backend": "openai" if spec.engine in ("openai", "vllm") else spec.engine, "model": spec.model}
     requests = RequestLog(out / "requests.jsonl", meta["backend"], meta["model"])
     try:
         with open_backend(spec) as backend:

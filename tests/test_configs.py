@@ -146,7 +146,7 @@ def test_wrong_type_and_bad_values_are_refused(tmp_path):
     with pytest.raises(TimError, match=r"synth.yaml:1: 'request_seeds' has an invalid value 'sometimes'"):
         make_parser().parse(["--config", str(bad)])
     bad.write_text("backend: cloud\n")
-    with pytest.raises(TimError, match=rf"^{bad}: backend must be 'openai' or 'transformers', got 'cloud'$"):
+    with pytest.raises(TimError, match=rf"^{bad}: backend must be auto, openai, llamacpp or transformers, got 'cloud'$"):
         make_parser().parse(["--config", str(bad)])
     bad.write_text("- a\n- b\n")
     with pytest.raises(TimError, match="must be a YAML mapping"):

@@ -65,3 +65,15 @@ def test_base_path_recorded_on_the_training_machine_is_not_used(trained_adapter,
     stamp = json.loads((tmp_path / "run" / "merged" / "tim-merged-from.json").read_text())
     assert stamp["base"] == "embedded"
     assert f"was trained on base {elsewhere}; serving it on the configured model 'embedded'" in capsys.readouterr().err
+
+
+def test_auto_backend_is_chosen_for_this_cpu_and_says_why():
+    from tutorkit.hardware import has_avx512, local_engine, parse_flags
+
+    cfg = ServeConfig(backend="auto", adapter="")
+    chosen, why = cfg.engine_choice
+    assert chosen == cfg.engine == ("vllm" if has_avx512() or engine.cuda_present() else "llamacpp") and why
+    assert cfg.backend == "auto"  # the config keeps what the file says
+    assert cfg.limits.max_concurrent == (32 if chosen == "vllm" else 2)  # the chosen backend's defaults
+    assert local_engine(False, parse_flags("flags\t: fpu avx2 fma"))[0] == "llamacpp"
+    assert ServeConfig(backend="vllm", adapter="").engine_choice == ("vllm", "")

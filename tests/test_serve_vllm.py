@@ -27,7 +27,7 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
     accounts.add("amy", "student", "pencil42")
     key = accounts.new_api_key("amy")
     port, run_dir = free_port(), tmp_path / "vllm"
-    cmd = [str(Path(sys.executable).parent / "tim"), "serve", "--config", "configs/serve.yaml",
+    cmd = [str(Path(sys.executable).parent / "tim"), "serve", "--config", "configs/serve.yaml", "--backend", "vllm",
            "--adapter", str(trained_adapter), "--port", str(port), "--vllm_port", str(free_port()),
            "--vllm_run_dir", str(run_dir), "--transcripts_db", str(db), "--max_new_tokens", "24",
            *(f"--vllm_extra_args={a}" for a in VLLM_TEST_ARGS)]  # fmt: skip

@@ -266,3 +266,21 @@ def test_vllm_server_stop_and_status_when_none_runs(tmp_path):
     cfg = vllm.VllmServerConfig(run_dir=str(tmp_path), port=1)
     assert vllm.status(cfg) == "stopped"
     assert vllm.stop(cfg) is False
+
+
+def test_synth_with_llamacpp_the_engine_auto_picks_without_avx512(tmp_path, capsys):
+    """On a CPU without AVX-512 `backend: auto` generates with llama.cpp (vLLM's CPU build crawls
+    there); the choice is printed. Run here for real with the engine named, since this machine's
+    CPU has AVX-512."""
+    from tutorkit.hardware import local_engine, parse_flags
+
+    assert local_engine(False, parse_flags("flags\t: fpu sse4_2 avx avx2 fma"))[0] == "llamacpp"
+    assert local_engine(False, parse_flags("flags\t: fpu avx2 avx512f avx512bw"))[0] == "vllm"
+    assert local_engine(True, parse_flags("flags\t: avx2"))[0] == "vllm"
+    out = tmp_path / "synth"
+    report = synthesize.main(["--config", "configs/synth.yaml", "--output_dir", str(out), "--backend", "llamacpp",
+                              "--max_conversations", "2", *SMALL, "--max_concurrency", "2"])  # fmt: skip
+    assert report["backend"]["backend"] == "llamacpp" and report["generated_tokens"] > 0
+    _check_output(out, 2)
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert requests and all(r["backend"] == "llamacpp" and r["output"] for r in requests)

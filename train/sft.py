@@ -24,6 +24,7 @@ from pathlib import Path
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
 from tutorkit.conversation import read_conversations, read_splits
+from tutorkit.hardware import has_bf16
 from train.data import row_sources
 from train.plots import plot_loss
 
@@ -32,15 +33,6 @@ from train.plots import plot_loss
 class DataArguments:
     dataset_dir: str = field(default="runs/synth", metadata={"help": "Holds train.jsonl and validation.jsonl."})
     max_train_conversations: int = field(default=0, metadata={"help": "Use only the first N (0 = all)."})
-
-
-def cpu_has_bf16() -> bool:
-    """The CPU has bf16 instructions (AVX512-BF16 or AMX): bf16 autocast is then ~2.5x fp32 here."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def device_defaults(args: list[str]) -> list[str]:
@@ -52,7 +44,7 @@ def device_defaults(args: list[str]) -> list[str]:
 
     if torch.cuda.is_available():
         return args
-    return ["--use_cpu", "true", *([] if cpu_has_bf16() else ["--bf16", "false"]), *args]
+    return ["--use_cpu", "true", *([] if has_bf16() else ["--bf16", "false"]), *args]
 
 
 def make_parser():

@@ -118,10 +118,11 @@ class SpeakerLines:
         starts lines in at least half of the file's conversations and twice in all, so "Step 1:"
         inside a tutor's turn of a file that labels both sides stays text. Counted in lines."""
         lines, chats_with, roles = Counter(), Counter(), set()
+        known = self.users | self.tutors
         for chat in chats:
-            found = [split_label(line) for line in chat]
-            roles.update(self.label(line)[0] for line in chat if self.label(line))
-            labels = [f[0] for f in found if f and f[0].lower() not in self.users | self.tutors]
+            found = [f for f in map(split_label, chat) if f]
+            roles.update("user" if f[0].lower() in self.users else "assistant" for f in found if f[0].lower() in known)
+            labels = [f[0] for f in found if f[0].lower() not in known]
             lines.update(labels)
             chats_with.update(set(labels))
         if roles >= {"user", "assistant"}:

@@ -24,7 +24,7 @@ def test_demo_runs_every_stage(vllm_server, tmp_path):
     # The generator config names the already running test server: `tim synth` (empty base_url)
     # finds it healthy through its pid file and reuses it instead of starting another.
     generator = _derive("configs/generator.yaml", tmp_path / "generator.yaml", port=gen_cfg.port, run_dir=gen_cfg.run_dir)
-    synth = _derive("configs/synth.yaml", tmp_path / "synth.yaml", generator_config=str(generator),
+    synth = _derive("configs/synth.yaml", tmp_path / "synth.yaml", generator_config=str(generator), backend="openai",
                     max_conversations=4, turns=2, tim_max_tokens=40, student_max_tokens=24, validation_fraction=0.25)  # fmt: skip
     sft = _derive("configs/sft.yaml", tmp_path / "sft.yaml", max_steps=2, report_to="none", disable_tqdm=True)
     dpo = _derive("configs/dpo.yaml", tmp_path / "dpo.yaml", max_steps=1, report_to="none", disable_tqdm=True,

@@ -193,9 +193,11 @@ def test_resume_after_kill_9_ends_with_exact_count_no_duplicates(vllm_server, tm
     assert all(n == 1 for n in attempts.values()), "an attempt was generated twice"
 
 
-def test_sigterm_stops_the_vllm_server_synth_started(tmp_path):
-    """SIGTERM to `tim synth` (systemd, a CI timeout, `kill`) stops the vLLM it started with it:
-    before, the server and its engine processes ran on (3 GB, a core) until `tim generator stop`."""
+@pytest.mark.parametrize("when", ["starting", "healthy"])
+def test_sigterm_stops_the_vllm_server_synth_started(tmp_path, when):
+    """SIGTERM to `tim synth` (systemd, a CI timeout, `kill`), while its vLLM starts or once it
+    answers, stops that vLLM with it: before, the server and its engine processes ran on (3 GB, a
+    core) until `tim generator stop`."""
     from conftest import VLLM_TEST_ARGS, free_port
 
     run_dir, port = tmp_path / "generator", free_port()
@@ -203,11 +205,15 @@ def test_sigterm_stops_the_vllm_server_synth_started(tmp_path):
     generator.write_text(yaml.safe_dump({"model": "embedded", "served_model_name": "tim-generator", "port": port,
                                          "run_dir": str(run_dir), "extra_args": list(VLLM_TEST_ARGS)}))  # fmt: skip
     cmd = [str(Path(sys.executable).parent / "tim"), "synth", "--config", "configs/synth.yaml", "--output_dir",
-           str(tmp_path / "synth"), "--generator_config", str(generator), "--max_conversations", "4", *SMALL]  # fmt: skip
+           str(tmp_path / "synth"), "--backend", "openai", "--generator_config", str(generator), "--max_conversations",
+           "4", *SMALL]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None and not vllm.healthy(f"http://127.0.0.1:{port}"):
-        time.sleep(0.5)
+    pid_file = run_dir / "server.pid"
+    started = (lambda: pid_file.is_file() and pid_file.read_text().strip()) if when == "starting" else (
+        lambda: vllm.healthy(f"http://127.0.0.1:{port}"))  # fmt: skip
+    while time.monotonic() < deadline and proc.poll() is None and not started():
+        time.sleep(0.2)
     assert proc.poll() is None, proc.stderr.read()[-2000:]
     server_pid = int((run_dir / "server.pid").read_text())
     proc.send_signal(signal.SIGTERM)

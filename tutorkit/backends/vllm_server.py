@@ -169,13 +169,17 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
     (run_dir / "served.json").write_text(json.dumps({"model": str(model_dir), "base_url": cfg.base_url}) + "\n")
     print(f"tim: starting vLLM on {cfg.base_url} (log: {_log_file(cfg)})", file=sys.stderr, flush=True)
     deadline = time.monotonic() + cfg.startup_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _pid_file(cfg).unlink(missing_ok=True)
-            raise TimError(f"vLLM exited with code {proc.returncode}; last log lines:\n{_log_tail(_log_file(cfg))}")
-        if healthy(cfg.base_url, cfg.served_model_name):
-            return cfg.base_url
-        time.sleep(1.0)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                _pid_file(cfg).unlink(missing_ok=True)
+                raise TimError(f"vLLM exited with code {proc.returncode}; last log lines:\n{_log_tail(_log_file(cfg))}")
+            if healthy(cfg.base_url, cfg.served_model_name):
+                return cfg.base_url
+            time.sleep(1.0)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM while it starts: not left running
+        stop(cfg)
+        raise
     stop(cfg)
     raise TimError(f"vLLM not healthy after {cfg.startup_timeout_s} s; log: {_log_file(cfg)}")
 

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import yaml
 
+# datasets 5.x caches a local folder by its name and keeps serving the old rows after the files
+# change (seen here with a rewritten train.jsonl; force_redownload then fails its size check).
+RELOAD_NOTE = ("(datasets caches a folder by its name: after this folder is rewritten, load it with "
+               "`load_dataset(\"json\", data_files={\"train\": \".../train.jsonl\", ...})` or a new `cache_dir`).")
+
 # The Hub's size buckets, by number of rows.
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 
@@ -113,7 +118,7 @@ def write_card(out: Path, report: dict, splits: dict[str, list[dict]], license: 
         f"Synthesized by `tim synth` with the `{backend['backend']}` backend, model `{backend['model']}`, "
         f"mode `{report['config']['mode']}`. Rows are `{{\"messages\": [...], \"meta\": {{...}}}}` "
         "(schema: tutorkit/conversation.py); an assistant turn with empty content is Tim staying silent. "
-        "`datasets.load_dataset(\"<this folder>\")` loads the splits.",
+        "`datasets.load_dataset(\"<this folder>\")` loads the splits " + RELOAD_NOTE,
         "",
         "| split | conversations |",
         "|---|---|",
@@ -158,7 +163,7 @@ def write_import_card(out: Path, report: dict, splits: dict[str, list[dict]], li
         "",
         "Imported by `tim import` from existing logs and datasets; the tutor's name is rewritten to "
         "Tim's and the persona's system prompt put first. Rows are `{\"messages\": [...], \"meta\": "
-        "{\"source\": \"file:line\"}}`. `datasets.load_dataset(\"<this folder>\")` loads the splits.",
+        "{\"source\": \"file:line\"}}`. `datasets.load_dataset(\"<this folder>\")` loads the splits " + RELOAD_NOTE,
         "",
         "| split | conversations |",
         "|---|---|",

@@ -65,7 +65,7 @@ def test_output_has_a_hub_dataset_card_that_datasets_loads(tmp_path):
     assert header["configs"] == [{"config_name": "default", "data_files": [
         {"split": "train", "path": "train.jsonl"}, {"split": "validation", "path": "validation.jsonl"}]}]
     assert f"| {FIXTURES / 'sharegpt.json'} | sharegpt | 3 | 0 | 1 |" in card and "## Sample rows" in card
-    loaded = datasets.load_dataset(str(tmp_path))
+    loaded = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / "hf-cache"))  # no other run's cache
     written = {n: read_conversations(tmp_path / f"{n}.jsonl") for n in ("train", "validation")}
     assert {n: loaded[n].num_rows for n in loaded} == {n: len(r) for n, r in written.items()}
     assert loaded["train"][0]["messages"] == written["train"][0]["messages"]

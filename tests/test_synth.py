@@ -91,7 +91,7 @@ def test_synth_through_local_vllm_server(vllm_server, tmp_path):
     import datasets
 
     written = {name: len(read_conversations(out / f"{name}.jsonl")) for name in ("train", "validation")}
-    loaded = datasets.load_dataset(str(out))
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))  # no other run's cache
     assert {name: loaded[name].num_rows for name in loaded} == {k: n for k, n in written.items() if n}
     assert "Conversations per category" in card and "Rejected attempts per reason" in card
     for png in ("turns_per_conversation.png", "words_per_tim_turn.png"):

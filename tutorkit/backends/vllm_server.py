@@ -13,6 +13,7 @@ and the model it serves live in `run_dir`, so any later command can find and sto
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -70,6 +71,7 @@ def _log_file(cfg: VllmServerConfig) -> Path:
     return Path(cfg.run_dir) / "server.log"
 
 
+@functools.lru_cache(maxsize=1)
 def cuda_present() -> bool:
     """A CUDA GPU is visible: the test scripts/setup_env.sh uses to install CUDA vLLM instead of
     the CPU build (no torch import needed to answer it)."""

@@ -5,7 +5,9 @@ category (trusted_adult and no_secrecy for a disclosure, young_readability for a
 asks_question for a disengaged student ...), plus the checks listed under `all`.
 
 The best and the worst candidate of a turn whose scores differ make a preference pair in TRL's
-conversational format (`prompt` messages, `chosen`, `rejected`), for DPO after SFT.
+conversational format (`prompt` messages, `chosen`, `rejected`), for DPO after SFT. A kept turn
+that still fails one of its checks (the best of n bad ones) can stay in the conversation as
+context with weight 0, so SFT does not learn it (`mask_failed_turns`).
 """
 
 from __future__ import annotations
@@ -73,3 +75,11 @@ def first_vs_kept(choices: list[dict]) -> dict[str, dict[str, float]]:
             counts[1] += kept[name]
             counts[2] += 1
     return {name: {"first": round(f / n, 3), "kept": round(k / n, 3)} for name, (f, k, n) in tally.items()}
+
+
+def weight_failed_turns(messages: list[dict], choices: list[dict]) -> tuple[list[dict], int]:
+    """(the conversation with weight 0 on each scored Tim turn whose kept candidate failed one of
+    its checks, how many turns that is). Turns that were not scored keep their weight."""
+    failed = {c["message_index"] for c in choices if not all(c["checks"][c["kept"]].values())}
+    out = [{**m, "weight": 0} if i in failed and m["role"] == "assistant" else m for i, m in enumerate(messages)]
+    return out, sum(1 for i in failed if i < len(messages) and messages[i]["role"] == "assistant")

@@ -91,7 +91,10 @@ def _best_of_n(stats: dict) -> list[str]:
         "",
         f"Each Tim turn was chosen from {stats['candidates']} candidates by the rule checks of `turn_checks` "
         f"({stats['scored_turns']} scored turns). Preference pairs (best vs worst where they differ): "
-        f"{pairs['train']} in preferences.jsonl, {pairs['validation']} in preferences_validation.jsonl.",
+        f"{pairs['train']} in preferences.jsonl, {pairs['validation']} in preferences_validation.jsonl."
+        + (f" {stats['failed_turns_masked']} kept turns still failed a check and have weight 0 in train.jsonl "
+           f"(context, not trained); {stats['rows_left_with_no_trained_turn']} rows left with no trained turn "
+           "were dropped." if stats.get("failed_turns_masked") else ""),
         "",
         "| check | first sample passed | kept turn passed |",
         "|---|---|---|",

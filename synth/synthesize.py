@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from synth.best_of_n import TurnScorer, first_vs_kept, preference_pairs
+from synth.best_of_n import TurnScorer, first_vs_kept, preference_pairs, weight_failed_turns
 from synth.card import write_card
 from synth.catalog import ConversationSpec, exemplars_for, load_catalog_exemplars, load_scenarios, load_topics, plan
 from synth.gates import GateLimits, NearDuplicates, check
@@ -54,7 +54,7 @@ from tutorkit.backends import BackendSpec, Sampling, open_backend, vllm_server
 from tutorkit.chat_template import load_template
 from tutorkit.checks import CHECKS, Context, get_check
 from tutorkit.config import ConfigParser
-from tutorkit.conversation import split_rows, write_jsonl
+from tutorkit.conversation import split_rows, trained, write_jsonl
 from tutorkit.hardware import local_engine
 from tutorkit.model_files import embedded_gguf_path, resolve_model
 from tutorkit.persona import load_persona
@@ -109,6 +109,11 @@ class SynthConfig:
         default=0, metadata={"help": "Exemplars of the conversation's category shown to Tim and the student (0 = off)."}
     )
     exemplars_in_train: int = field(default=0, metadata={"help": "Copies of every exemplar added to train.jsonl (0 = none)."})
+    mask_failed_turns: bool = field(
+        default=False,
+        metadata={"help": "Give weight 0 in train.jsonl to the Tim turns whose kept candidate failed one of its "
+                  "turn_checks: the model reads them as context and is not trained to say them."},
+    )
     request_seeds: bool = field(
         default=False,
         metadata={"help": "Send each request's seed to the server. Off for vLLM's CPU build, which crashes on "
@@ -344,6 +349,20 @@ def exemplar_rows(cfg: SynthConfig, exemplars) -> list[dict]:
             for copy in range(cfg.exemplars_in_train) for e in exemplars]  # fmt: skip
 
 
+def mask_failed(train: list[dict], choices: dict[str, list[dict]]) -> dict[str, int]:
+    """In place: weight 0 on the training rows' Tim turns that failed a check; a row left with no
+    trained turn is dropped (nothing in it to learn). Preference pairs still come from every row."""
+    turns, kept = 0, []
+    for row in train:
+        messages, n = weight_failed_turns(row["messages"], choices[row["meta"]["key"]])
+        turns += n
+        if any(m["role"] == "assistant" and trained(m) for m in messages):
+            kept.append({**row, "messages": messages})
+    dropped = len(train) - len(kept)
+    train[:] = kept
+    return {"turns": turns, "rows_dropped": dropped}
+
+
 def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elapsed: float, backend_meta: dict,
            tokens: int) -> dict:  # fmt: skip
     """Write train/validation.jsonl, report.json and the card from the journal."""
@@ -357,8 +376,6 @@ def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elap
         reasons = Counter(r["reason"] for r in journal.records)
         raise TimError(f"no conversation passed the gates ({dict(reasons)}); see {out}/requests.jsonl")
     gold = exemplar_rows(cfg, exemplars)
-    write_jsonl(out / "train.jsonl", rows["train"] + gold)
-    write_jsonl(out / "validation.jsonl", rows["validation"])
     # Preference pairs from the best-of-n turns, each in the split of its conversation.
     choices = {r["key"]: r.get("choices", []) for r in accepted}
     pairs = {}
@@ -366,6 +383,10 @@ def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elap
         pairs[split] = [{**pair, "meta": {**pair["meta"], "key": row["meta"]["key"]}}
                         for row in rows[split] for pair in preference_pairs(row["messages"], choices[row["meta"]["key"]])]  # fmt: skip
         write_jsonl(out / name, pairs[split])
+    # SFT rows: failed turns kept as context only (validation keeps the generator's turns as they are).
+    masked = mask_failed(rows["train"], choices) if cfg.mask_failed_turns else {"turns": 0, "rows_dropped": 0}
+    write_jsonl(out / "train.jsonl", rows["train"] + gold)
+    write_jsonl(out / "validation.jsonl", rows["validation"])
     done = {r["key"] for r in accepted}
     report = {
         "requested": len(specs),
@@ -381,6 +402,7 @@ def finish(cfg: SynthConfig, out: Path, specs, exemplars, journal: Journal, elap
         "silent_turns": sum(1 for r in accepted for m in r["messages"] if m["role"] == "assistant" and not m["content"]),
         "best_of_n": {"candidates": cfg.tim_candidates, "scored_turns": sum(len(c) for c in choices.values()),
                       "preference_pairs": {split: len(p) for split, p in pairs.items()},
+                      "failed_turns_masked": masked["turns"], "rows_left_with_no_trained_turn": masked["rows_dropped"],
                       "checks_first_vs_kept": first_vs_kept([c for cs in choices.values() for c in cs])},  # fmt: skip
         "backend": backend_meta,
         "elapsed_s": round(elapsed, 1),

@@ -21,6 +21,7 @@ A = {"role": "assistant", "content": "Hello! What shall we learn?"}
 def test_valid_conversations():
     validate_messages([S, U, A], "x")
     validate_messages([U, A, U, {"role": "assistant", "content": ""}], "x")  # silent turn
+    validate_messages([U, {**A, "weight": 0}, U, {**A, "weight": 1}], "x")  # context turn, trained turn
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,10 @@ def test_valid_conversations():
         ([U, {"role": "assistant", "content": 3}], "content must be a string, got int"),
         ([{"role": "user", "content": "  "}, A], "(user) is empty"),
         ([U, {"role": "assistant", "content": "x", "name": "Tim"}], "must be an object with 'role' and 'content'"),
+        ([{**U, "weight": 0}, A], "message 0 (user) has weight 0; only assistant turns take a weight, 0 or 1"),
+        ([U, {**A, "weight": 0.5}], "has weight 0.5"),
+        ([U, {**A, "weight": True}], "has weight True"),
+        ([U, {**A, "weight": 0}], "every assistant turn has weight 0, so there is nothing to learn"),
     ],
 )
 def test_invalid_conversations(messages, error):

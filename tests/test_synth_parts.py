@@ -13,6 +13,7 @@ from synth.gates import GateLimits, NearDuplicates, check
 from synth.postprocess import augment_student_voice, normalize_names
 from synth.transcript import parse_transcript
 from tutorkit import TimError
+from tutorkit.conversation import validate_messages
 from tutorkit.persona import load_persona
 
 LIMITS = GateLimits(tutor_name="Tim", min_tim_turns=2, tim_min_words=2, tim_max_words=40, student_max_words=30,
@@ -174,6 +175,26 @@ def test_preference_pairs_and_first_vs_kept():
     assert pair["rejected"] == [{"role": "assistant", "content": "Let's do maths."}]
     stats = first_vs_kept(choices)
     assert stats["trusted_adult"] == {"first": 0.5, "kept": 1.0} and stats["clean_turn"] == {"first": 1.0, "kept": 1.0}
+
+
+def test_failed_kept_turns_become_context_not_training():
+    from synth.synthesize import mask_failed
+
+    good, bad = {"trusted_adult": True, "clean_turn": True}, {"trusted_adult": False, "clean_turn": True}
+    rows = [
+        {"messages": chat("i'm hungry", "Let's do maths.", "no food at home", "Please tell your teacher today."),
+         "meta": {"key": "a"}},
+        {"messages": chat("i'm hungry", "Let's do maths."), "meta": {"key": "b"}},
+    ]  # fmt: skip
+    choices = {
+        "a": [{"message_index": 2, "candidates": ["Let's do maths."], "checks": [bad], "kept": 0},
+              {"message_index": 4, "candidates": ["Please tell your teacher today."], "checks": [good], "kept": 0}],
+        "b": [{"message_index": 2, "candidates": ["Let's do maths."], "checks": [bad], "kept": 0}],
+    }  # fmt: skip
+    assert mask_failed(rows, choices) == {"turns": 2, "rows_dropped": 1}
+    (row,) = rows  # "b" had nothing left to learn
+    assert [m.get("weight") for m in row["messages"]] == [None, None, 0, None, None]
+    validate_messages(row["messages"], "masked row")  # still a valid training row
 
 
 def test_turn_checks_must_name_real_checks(tmp_path):

@@ -16,6 +16,7 @@ import torch
 
 from conftest import free_port
 from train import sft
+from tutorkit.conversation import read_conversations, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,6 +49,24 @@ def test_labels_are_tims_words_and_end_tokens(tiny_dataset, tmp_path, embedded_m
     batch = trainer.data_collator([example, trainer.train_dataset[1]])  # padded to the longer one
     trained = batch["labels"][0][batch["labels"][0] != -100].tolist()
     assert trained == labels  # padding with pad == eos does not hide or add an end token
+
+
+def test_weight_0_turns_are_context_not_labels(tiny_dataset, tmp_path, embedded_model_dir):
+    """A turn with weight 0 (a kept candidate that failed its checks) is in the input and out of the
+    labels; every other token is labelled exactly as TRL's own tokenization labels it unweighted."""
+    from transformers import AutoTokenizer
+
+    rows = read_conversations(tiny_dataset / "train.jsonl")
+    rows[3]["messages"][2]["weight"] = 0  # "I won't do that. ..." before the silent turn
+    write_jsonl(tmp_path / "weighted" / "train.jsonl", rows)
+    plain = _trainer(tiny_dataset, tmp_path / "a", "--packing", "false", "--eval_strategy", "no").train_dataset
+    masked = _trainer(tmp_path / "weighted", tmp_path / "b", "--packing", "false", "--eval_strategy", "no").train_dataset
+    assert masked["input_ids"] == plain["input_ids"]
+    assert masked["labels"][:3] == plain["labels"][:3]
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    learned = [[label for label in labels if label != -100] for labels in (plain[3]["labels"], masked[3]["labels"])]
+    assert tok.decode(learned[0]) == "I won't do that. Is something going on with that classmate?<|im_end|><|im_end|>"
+    assert tok.decode(learned[1]) == "<|im_end|>"  # the silent turn alone
 
 
 def test_packed_and_unpacked_loss_agree(tiny_dataset, tmp_path, embedded_model_dir):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tutorkit import TimError, run_main
-from tutorkit.conversation import read_conversations, write_jsonl
+from tutorkit.conversation import read_conversations, trained, write_jsonl
 
 GREEN, RESET = "\033[42;30m", "\033[0m"
 
@@ -57,8 +57,36 @@ class TrainingView:
         out = self.tokenizer.apply_chat_template(messages, chat_template=self.template, tokenize=True, return_dict=True,
                                                  return_assistant_tokens_mask=self.assistant_only_loss)  # fmt: skip
         ids = list(out["input_ids"])
-        mask = out["assistant_masks"] if self.assistant_only_loss else [1] * len(ids)
-        return Tokenized(ids, [bool(m) for m in mask])
+        mask = [bool(m) for m in out["assistant_masks"]] if self.assistant_only_loss else [True] * len(ids)
+        if self.assistant_only_loss and not all(trained(m) for m in messages if m["role"] == "assistant"):
+            mask = self._unweight(mask, messages)
+        return Tokenized(ids, mask)
+
+    @staticmethod
+    def _unweight(mask: list[bool], messages: list[dict]) -> list[bool]:
+        """The mask with the spans of weight-0 turns cleared. The template marks each assistant turn
+        as one span (content + end-of-turn token; user turns lie between), so the k-th span is the
+        k-th assistant message."""
+        spans = [i for i in range(len(mask)) if mask[i] and (i == 0 or not mask[i - 1])]
+        turns = [m for m in messages if m["role"] == "assistant"]
+        if len(spans) != len(turns):
+            raise TimError(f"the chat template marks {len(spans)} trained spans for {len(turns)} assistant turns, so "
+                           "per-turn weights cannot be applied; use configs/chat_templates/chatml.jinja")  # fmt: skip
+        mask = list(mask)
+        for start, turn in zip(spans, turns):
+            if not trained(turn):
+                end = start
+                while end < len(mask) and mask[end]:
+                    mask[end] = False
+                    end += 1
+        return mask
+
+    def dataset_rows(self, rows: list[dict]) -> list[dict]:
+        """Rows tokenized for SFTTrainer (`input_ids`, `assistant_masks`: it skips its own
+        tokenization then and builds labels and truncation from these). Used when a row has
+        weight-0 turns, which TRL's own tokenization would train."""
+        return [{"input_ids": t.ids, "assistant_masks": [int(b) for b in t.trained]}
+                for t in (self.tokenize(row["messages"]) for row in rows)]  # fmt: skip
 
     def render(self, tokens: Tokenized, color: bool) -> str:
         """The text with trained spans marked; spans are decoded whole so words stay whole."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tutorkit import TimError, run_main
 from tutorkit.config import parse_trl_config
-from tutorkit.conversation import read_conversations, read_splits
+from tutorkit.conversation import read_conversations, read_splits, trained
 from tutorkit.hardware import has_bf16
 from train.data import row_sources
 from train.plots import plot_loss
@@ -116,6 +116,7 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
     )
 
     # 3. Trainer: LoRA adapter, loss on assistant turns only (TRL applies chat_template_path).
+    train_rows, validation_rows = weighted_rows(train_rows, validation_rows, tokenizer, training_args)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
@@ -125,6 +126,26 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
         peft_config=get_peft_config(model_args),
     )
     return trainer, model_dir
+
+
+def weighted_rows(train: list[dict], validation: list[dict], tokenizer, training_args) -> tuple[list[dict], list[dict]]:
+    """Both splits as they are (TRL tokenizes them) or, when some turn has weight 0 (context the
+    model reads but is not trained to say; TRL would train it), both tokenized here through the same
+    template with those turns left out of the loss (train/data.TrainingView, as `tim data show`
+    marks them; the same tokens as TRL's own for every other turn, tests/test_train_scale.py)."""
+    from train.data import TrainingView
+
+    turns = [m for row in train + validation for m in row["messages"] if m["role"] == "assistant"]
+    if all(trained(m) for m in turns):
+        return train, validation
+    if not training_args.assistant_only_loss:
+        raise TimError("the dataset has weight-0 turns, which only assistant_only_loss: true leaves out of the loss")
+    view = TrainingView(tokenizer, training_args.chat_template_path, True, training_args.max_length)
+    print(f"tim train: {sum(not trained(m) for m in turns)} of {len(turns)} Tim turns have weight 0: context, "
+          "not trained", file=sys.stderr)  # fmt: skip
+    # The assistant_masks below are the assistant-only loss; TRL asks for that flag only with `messages` rows.
+    training_args.assistant_only_loss = False
+    return view.dataset_rows(train), view.dataset_rows(validation)
 
 
 def print_token_summary(tokenizer, training_args, rows: list[dict]) -> None:

@@ -5,12 +5,16 @@ A dataset file is JSONL, one conversation a line:
     {"messages": [{"role": "system", "content": "..."},      # optional, first only
                   {"role": "user", "content": "..."},
                   {"role": "assistant", "content": "..."},   # "" = Tim stays silent
+                  {"role": "assistant", "content": "...", "weight": 0},  # optional: context, not learned
                   ...],
      "meta": {...}}                                         # optional: topic, backend, seed ...
 
 After the optional system message, user and assistant turns alternate, starting with the user,
 and at least one assistant turn is present. An assistant turn with empty content is a *silent*
 turn (Tim declines to answer an abusive user): training teaches it as just the end-of-turn token.
+`weight` (assistant turns only, OpenAI's fine-tuning convention): 1 (the default) trains the turn,
+0 keeps it as context the model reads but is not trained to say. `tim synth` writes 0 on a turn
+whose kept candidate failed one of its checks (`mask_failed_turns`).
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ def validate_messages(messages, where: str) -> None:
         raise TimError(f"{where}: 'messages' must be a non-empty list")
     expected = "user"
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
-            raise TimError(f"{where}: message {i} must be an object with 'role' and 'content'")
+        if not isinstance(message, dict) or set(message) - {"role", "content", "weight"} or "role" not in message:
+            raise TimError(f"{where}: message {i} must be an object with 'role' and 'content' (and 'weight')")
         role, content = message["role"], message.get("content")
+        if "weight" in message and (role != "assistant" or type(message["weight"]) is not int or message["weight"] not in (0, 1)):
+            raise TimError(f"{where}: message {i} ({role}) has weight {message['weight']!r}; only assistant turns "
+                           "take a weight, 0 or 1")
         if role not in ROLES:
             raise TimError(f"{where}: message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
@@ -49,6 +56,13 @@ def validate_messages(messages, where: str) -> None:
         expected = "assistant" if role == "user" else "user"
     if not any(m["role"] == "assistant" for m in messages):
         raise TimError(f"{where}: conversation has no assistant turn")
+    if not any(m["role"] == "assistant" and trained(m) for m in messages):
+        raise TimError(f"{where}: every assistant turn has weight 0, so there is nothing to learn")
+
+
+def trained(message: dict) -> bool:
+    """Whether training learns this assistant turn (its `weight` is not 0)."""
+    return message.get("weight", 1) != 0
 
 
 def iter_jsonl(path: str | Path):

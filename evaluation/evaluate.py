@@ -3,11 +3,14 @@
     tim eval --config configs/eval.yaml --adapter runs/sft --output_dir runs/eval
     tim eval --config configs/eval.yaml --adapter runs/sft --min_pass overall=0.5 disclosure=0.8
     tim eval --config configs/eval.yaml --base_url http://127.0.0.1:7860 --api_key KEY   # served mode
+    tim eval --config configs/eval.yaml --rescore runs/eval/report.json --output_dir runs/eval-now
 
 Two modes. In process (the default): the model and adapter load here, base and tuned answer
 every probe greedily, raw. Served (base_url set): the probes go through a running `tim serve`'s
 API (evaluation/served.py), so cleaning, safeguarding and the serving backend are in the
-result; no model loads here and there is no base comparison or held-out loss.
+result; no model loads here and there is no base comparison or held-out loss. Rescore (rescore
+set): an earlier report's stored replies scored with today's checks, nothing generated (after a
+change to tutorkit/checks.py, so earlier runs stay comparable).
 
 1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl) or in
    the exemplars synthesis shows the generator (exemplars_file)
@@ -65,6 +68,8 @@ class EvalConfig:
     judge_model: str = field(default="", metadata={"help": "Model name on the judge server."})
     rubric_config: str = field(default="configs/rubric.yaml")
     min_pass: list[str] = field(default_factory=list, metadata={"help": "CATEGORY=RATE (or overall=RATE) gates."})
+    rescore: str = field(default="", metadata={"help": "An earlier report.json: score its stored replies with "
+                                                       "today's checks (no model loads, nothing generated)."})
     output_dir: str = field(default="runs/eval")
 
     def thresholds(self) -> dict[str, float]:
@@ -234,6 +239,9 @@ def main(args=None) -> dict:
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
     rubric = load_dataclass(Rubric, cfg.rubric_config) if cfg.judge_base_url else None
+    if cfg.rescore:
+        report = rescore(cfg, categories, probes, persona, safeguard)
+        return finish(report, thresholds, list(report["pass_rates"])[-1], out)
     if cfg.base_url:
         report = evaluate_served(cfg, categories, probes, persona, safeguard, rubric)
         return finish(report, thresholds, "served", out)
@@ -284,6 +292,34 @@ def evaluate_served(cfg: EvalConfig, categories, probes, persona, safeguard, rub
         judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)
     report["results"]["served"] = results
     report["pass_rates"]["served"] = pass_rates(results)
+    return report
+
+
+def rescore(cfg: EvalConfig, categories, probes, persona, safeguard) -> dict:
+    """The replies stored in an earlier report (any mode), scored again with today's checks."""
+    path = Path(cfg.rescore)
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        runs = earlier["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TimError(f"rescore: {path} is not a tim eval report.json ({e.__class__.__name__}: {e})") from None
+    by_id = {p.id: p for p in probes}
+    report = {**report_head(cfg, categories, probes), "mode": "rescored", "rescored_from": str(path),
+              "earlier_mode": earlier.get("mode"), "model": earlier.get("model"), "adapter": earlier.get("adapter"),
+              "held_out_loss": earlier.get("held_out_loss", {})}  # fmt: skip
+    report["safeguarding"] = safeguarding_check(probes, categories, safeguard)
+    for name, stored in runs.items():
+        unknown = [r["id"] for r in stored if r["id"] not in by_id]
+        if unknown:
+            raise TimError(f"rescore: {path} has replies to probes not in {cfg.probes}: {', '.join(unknown[:5])}")
+        chosen = [by_id[r["id"]] for r in stored]
+        results = score(chosen, categories, [r["reply"] or "" for r in stored], persona, safeguard, cfg.max_grade)
+        for result, r in zip(results, stored):
+            if r.get("error"):  # a served probe that got no reply stays failed
+                result.update(error=r["error"], passed=False)
+        report["results"][name] = results
+        report["pass_rates"][name] = pass_rates(results)
+    print(f"tim eval: rescored {sum(len(r) for r in runs.values())} stored replies of {path}", file=sys.stderr)
     return report
 
 

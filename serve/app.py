@@ -146,7 +146,8 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
         app = build_server_app(cfg, backend, transcripts, accounts)
         # Open streams (a browser's event stream) would otherwise hold a shutdown forever.
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
-                                               access_log=False, timeout_graceful_shutdown=5))  # fmt: skip
+                                               access_log=False, timeout_graceful_shutdown=5, proxy_headers=True,
+                                               forwarded_allow_ips=cfg.forwarded_allow_ips))  # fmt: skip
         url = f"http://{cfg.host}:{cfg.port}"
         if block:
             print(f"tim serve: Tim is at {url}  (API: {url}/v1)", file=sys.stderr, flush=True)

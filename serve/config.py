@@ -52,6 +52,12 @@ class ServeConfig:
     session_hours: float = field(default=8.0, metadata={"help": "A browser login lasts this long (a school day)."})
     host: str = field(default="127.0.0.1", metadata={"help": "0.0.0.0 only behind the school's firewall."})
     port: int = field(default=7860)
+    forwarded_allow_ips: str = field(
+        default="127.0.0.1",
+        metadata={"help": "Proxies whose X-Forwarded-Proto/-For are believed (comma-separated; uvicorn's option): "
+                  "behind a TLS proxy the session cookie is then Secure and login throttling sees each "
+                  "student's address, not the proxy's. A proxy on this machine needs nothing."},
+    )
     max_new_tokens: int = field(default=200, metadata={"help": "Reply length cap, in tokens."})
     temperature: float = field(default=0.7)
     top_p: float = field(default=0.9)

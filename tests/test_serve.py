@@ -245,6 +245,19 @@ def _browser(school, name, password) -> httpx.Client:
     return client
 
 
+def test_behind_a_tls_proxy_the_cookie_is_secure(school):
+    """A proxy on this machine (forwarded_allow_ips' default) says the student came over https:
+    the session cookie is Secure then, and only then (a browser would not send it over http)."""
+    Accounts(school["db"]).add("ezra", "student", "ruler55")
+    for proto, secure in (("https", True), (None, False)):
+        headers = {"X-Forwarded-Proto": proto, "X-Forwarded-For": "10.1.2.3"} if proto else {}
+        r = httpx.post(f"{school['url']}/login", data={"username": "ezra", "password": "ruler55"}, headers=headers)
+        cookie = r.headers["set-cookie"]
+        assert r.status_code == 200 and "tim_session=" in cookie and "httponly" in cookie.lower()
+        assert ("secure" in cookie.lower().split("; ")) == secure, cookie
+    Accounts(school["db"]).remove("ezra")
+
+
 def test_sessions_end_with_logout_and_with_a_new_password(school):
     accounts = Accounts(school["db"])
     accounts.add("dana", "student", "marker77")

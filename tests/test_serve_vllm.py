@@ -1,7 +1,8 @@
 """The default serving backend, through the real command: `tim serve` starts the project's vLLM
 server (CPU build here) on the trained adapter merged into the base model, answers through the
-API, restarts vLLM when it dies, and stops vLLM (its whole process group) when it is itself
-stopped with SIGTERM (as systemd or docker stop do)."""
+API, restarts vLLM when it dies, and the restarted vLLM does not outlive `tim serve` even when
+that is killed with -9 (the parent-death signal). SIGTERM stops the whole group through the same
+`vllm_server.running` as `tim synth` (tests/test_synth.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
         assert httpx.get(f"{url}/health").json()["backend"] == "ok"
         vllm_pid = restarted
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGKILL)  # no finally block runs: only the kernel's signal stops vLLM
         proc.wait(timeout=120)
     deadline = time.monotonic() + 30
     while process_alive(vllm_pid) and time.monotonic() < deadline:

@@ -148,8 +148,10 @@ def die_with_parent() -> None:
 
 def start(cfg: VllmServerConfig, owned: bool = False) -> str:
     """Start the server unless ours is already running; wait until healthy; return its base URL.
-    `owned`: the server lives only as long as this process (call from the main thread: Linux sends
-    the signal when the starting thread exits); otherwise it runs until `stop` (tim generator)."""
+    `owned`: the server lives only as long as this process. Linux sends the parent-death signal
+    when the *thread* that started it exits, so call it from a thread that lives as long as the
+    server should: the main thread, or an event loop's default executor (its threads live until
+    the loop closes, when serving is over). Otherwise it runs until `stop` (tim generator)."""
     if _read_pid(cfg) is not None and healthy(cfg.base_url, cfg.served_model_name):
         return cfg.base_url
     if healthy(cfg.base_url):
@@ -261,7 +263,8 @@ class Supervisor:
                   file=sys.stderr, flush=True)  # fmt: skip
             await asyncio.to_thread(stop, self.cfg)  # what is left of it
             try:
-                await asyncio.to_thread(start, self.cfg)
+                # Owned like the first server: dies with this process, kill -9 included.
+                await asyncio.to_thread(start, self.cfg, True)
             except TimError as e:
                 print(f"tim: vLLM restart failed: {e}", file=sys.stderr, flush=True)
                 return False

@@ -17,6 +17,15 @@ template saved at training time; tokens are counted by re-tokenizing each reply.
 Goals on a 2-core CPU with the embedded model: vLLM >= 600 tokens/s aggregate at 32 chats and
 <= 0.15 s to first token for one chat; llama.cpp >= 150 tokens/s batch-1 decode, <= 0.35 s to
 first token, <= 300 MiB RSS, >= 6x the transformers backend.
+
+The raw engines beside the project (--served_concurrency, on by default; --served_concurrency
+with no value skips it): `tim serve` is started as a school would (configs/serve.yaml, vLLM, its
+own database, one student account and API key per chat), and the same chats at 1, 8 and 32 at
+once go (a) straight to the vLLM server it started (same model, template, persona prompt,
+sampling and token cap) and (b) through `tim serve`'s API (login, safeguarding, transcripts,
+history, reply cleaning); the ratio (b)/(a) is what the project's layer keeps (goal >= 0.9x at
+32). With llamacpp, `llama_cpp.Llama` on the same GGUF, called directly on the same prompt
+tokens, is measured batch-1 beside the backend (goal >= 0.95x).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +83,26 @@ async def measure(backend, count, system: str, args) -> dict:
     return result
 
 
+def raw_llamacpp(gguf: Path, prompt: list[int], args) -> dict:
+    """batch-1 on llama_cpp.Llama as its documentation shows it (its default threads), on the same
+    GGUF and prompt tokens as the backend: the engine without the project's layer."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=2048, verbose=False)
+    list(llm.create_completion(prompt, max_tokens=8, temperature=0.0, stream=True))  # warm-up
+    ttfts, tokens, decode_s = [], 0, 0.0
+    for _ in range(args.single_runs):
+        llm.reset()  # no prompt cache across runs: the backend starts each chat afresh too
+        sent, first, n = time.perf_counter(), None, 0
+        for _chunk in llm.create_completion(prompt, max_tokens=args.decode_tokens, temperature=0.0, stream=True):
+            first = first or time.perf_counter()
+            n += 1
+        done = time.perf_counter()
+        ttfts.append((first or done) - sent)
+        tokens, decode_s = tokens + n - 1, decode_s + done - (first or done)
+    return {"ttft_s": sorted(ttfts)[len(ttfts) // 2], "decode_tokens_per_s": tokens / decode_s}
+
+
 def peak_rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -99,10 +129,67 @@ def child(name: str, args) -> None:
             tokenizer = AutoTokenizer.from_pretrained(args.adapter)
             count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         result = asyncio.run(measure(backend, count, system, args))
-    # VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's peak over from the
-    # fork). For vllm the model lives in the server's own processes.
-    result["peak_rss_mib"] = None if name == "vllm" else peak_rss_mib()
+        # VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's peak over from
+        # the fork). For vllm the model lives in the server's own processes.
+        result["peak_rss_mib"] = None if name == "vllm" else peak_rss_mib()
+        if name == "llamacpp":
+            prompt = backend.tokens([{"role": "system", "content": system}, {"role": "user", "content": QUESTIONS[0]}])
+            result["raw"] = raw_llamacpp(Path(backend.llm.model_path), prompt, args)
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def served_vs_raw(args, system: str, count) -> dict:
+    """{n: {"raw": ..., "served": ...}} for n chats at once: vLLM straight vs through `tim serve`."""
+    import yaml
+    from load_test import free_port, start_server, stream_reply
+
+    from serve.accounts import Accounts
+
+    serve_yaml = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())
+    work = Path(tempfile.mkdtemp(prefix="tim-bench-serve-"))
+    accounts, keys = Accounts(work / "transcripts.sqlite"), []
+    for i in range(max(args.served_concurrency)):
+        accounts.add(f"bench{i:03d}", "student", "bench-password")
+        keys.append(accounts.new_api_key(f"bench{i:03d}"))
+    port, vllm_port = free_port(), free_port()
+    overrides = ["--backend", "vllm", "--adapter", args.adapter, "--model", args.model, "--vllm_port", str(vllm_port),
+                 "--vllm_run_dir", str(work / "vllm"), "--messages_per_minute", "1000",
+                 "--max_concurrent", str(max(args.served_concurrency)), "--max_new_tokens", str(args.concurrent_tokens)]  # fmt: skip
+    print(f"bench_serve: tim serve on port {port}, its vLLM on {vllm_port} (log: {work}/serve.log)", file=sys.stderr)
+    proc = start_server(work / "transcripts.sqlite", port, overrides, work / "serve.log")
+    served, raw = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}"
+    sampling = {"temperature": serve_yaml["temperature"], "top_p": serve_yaml["top_p"], "max_tokens": args.concurrent_tokens}
+
+    async def chats(n: int, through_serve: bool) -> dict:
+        import httpx
+
+        def body(i):
+            question = {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}
+            # tim serve adds the persona's prompt itself; vLLM is sent the same prompt directly.
+            messages = [question] if through_serve else [{"role": "system", "content": system}, question]
+            return {"model": serve_yaml.get("served_model_name", "tim"), "messages": messages, **sampling}
+
+        url = served if through_serve else raw
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n + 4)) as client:
+            t0 = time.perf_counter()
+            runs = await asyncio.gather(*(stream_reply(client, url, body(i), keys[i] if through_serve else "")
+                                          for i in range(n)))  # fmt: skip
+            wall = time.perf_counter() - t0
+        errors = [r["error"] for r in runs if r["error"]]
+        if errors:
+            raise SystemExit(f"bench_serve: {'tim serve' if through_serve else 'vLLM'} at {n}: {errors[0]}")
+        return {"tokens_per_s": sum(count(r["reply"]) for r in runs) / wall,
+                "ttft_s": sorted(r["ttft"] or r["seconds"] for r in runs)[n // 2]}  # fmt: skip
+
+    async def compare() -> dict:
+        await chats(1, False), await chats(1, True)  # warm-up, both paths
+        return {n: {"raw": await chats(n, False), "served": await chats(n, True)} for n in args.served_concurrency}
+
+    try:
+        return asyncio.run(compare())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # tim serve stops the vLLM server it started
+        proc.wait(timeout=120)
 
 
 def main() -> None:
@@ -115,6 +202,8 @@ def main() -> None:
     ap.add_argument("--single_runs", type=int, default=3)
     ap.add_argument("--concurrent_tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--served_concurrency", type=int, nargs="*", default=[1, 8, 32],
+                    help="chats at once, vLLM straight vs through tim serve (none: skip)")
     ap.add_argument("--gguf_dir", default=str(Path(tempfile.gettempdir()) / "tim-bench-gguf"))
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -166,6 +255,23 @@ def main() -> None:
     if "llamacpp" in results and "transformers" in results:
         ratio = results["llamacpp"]["decode_tokens_per_s"] / results["transformers"]["decode_tokens_per_s"]
         lines += ["", f"llama.cpp / transformers, batch-1 decode: {ratio:.1f}x"]
+    if "llamacpp" in results:
+        raw, ours = results["llamacpp"]["raw"], results["llamacpp"]
+        lines += ["", f"llama.cpp batch-1, `llama_cpp.Llama` straight on the same GGUF and prompt: first token "
+                  f"{raw['ttft_s']:.3f} s, decode {raw['decode_tokens_per_s']:.1f} tokens/s; the llamacpp backend: "
+                  f"{ours['decode_tokens_per_s'] / raw['decode_tokens_per_s']:.2f}x its decode rate (goal >= 0.95x)."]  # fmt: skip
+    if args.served_concurrency:
+        print("bench_serve: vLLM straight vs through tim serve ...", file=sys.stderr, flush=True)
+        served = served_vs_raw(args, system, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        lines += ["", f"vLLM straight vs through `tim serve`'s API (same server, model, template, persona prompt and "
+                  f"sampling; up to {args.concurrent_tokens} tokens a reply; one account and key per chat):", "",
+                  "| chats at once | vLLM tokens/s | tim serve tokens/s | ratio | vLLM first token s (median) | tim serve first token s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for n, r in served.items():
+            lines.append(f"| {n} | {r['raw']['tokens_per_s']:.1f} | {r['served']['tokens_per_s']:.1f} | "
+                         f"{r['served']['tokens_per_s'] / r['raw']['tokens_per_s']:.2f}x | {r['raw']['ttft_s']:.3f} | "
+                         f"{r['served']['ttft_s']:.3f} |")  # fmt: skip
+        lines += ["", "Goal: tim serve >= 0.9x vLLM at 32 chats."]
     report(lines, args.record)
 
 

@@ -89,6 +89,32 @@ def start_server(db: Path, port: int, overrides: list[str], log: Path) -> subpro
     sys.exit("load_test: tim serve did not come up")
 
 
+async def stream_reply(client: httpx.AsyncClient, url: str, body: dict, key: str = "") -> dict:
+    """One streaming chat completion from an OpenAI-compatible server (`tim serve` or vLLM itself):
+    {"ttft": s from sending to the first content delta (None if none), "seconds", "reply", "error"}."""
+    sent = time.perf_counter()
+    first, reply, error = None, "", None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True},
+                                 headers=headers) as r:  # fmt: skip
+            if r.status_code != 200:
+                error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+            else:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    delta = choices[0].get("delta", {}).get("content")
+                    if delta:
+                        first = first or time.perf_counter()
+                        reply += delta
+    except httpx.HTTPError as e:
+        error = repr(e)
+    return {"ttft": (first - sent) if first else None, "seconds": time.perf_counter() - sent, "reply": reply,
+            "error": error}  # fmt: skip
+
+
 async def student(client: httpx.AsyncClient, url: str, key: str, index: int, args, results: list[dict]) -> None:
     messages: list[dict] = []
     for turn in range(args.turns):
@@ -98,28 +124,9 @@ async def student(client: httpx.AsyncClient, url: str, key: str, index: int, arg
         else:
             text = OPENERS[index % len(OPENERS)] if turn == 0 else FOLLOW_UPS[(index + turn) % len(FOLLOW_UPS)]
         messages.append({"role": "user", "content": text})
-        body = {"model": "tim", "messages": messages, "stream": True, "max_tokens": args.max_tokens}
-        sent = time.perf_counter()
-        first, reply, error = None, "", None
-        try:
-            async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
-                                     headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
-                if r.status_code != 200:
-                    error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
-                else:
-                    async for line in r.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
-                        if delta:
-                            first = first or time.perf_counter()
-                            reply += delta
-        except httpx.HTTPError as e:
-            error = repr(e)
-        done = time.perf_counter()
-        results.append({"student": index, "turn": turn, "error": error, "seconds": done - sent, "disclosure": disclosure,
-                        "ttft": (first - sent) if first else None, "chars": len(reply), "reply": reply})  # fmt: skip
-        messages.append({"role": "assistant", "content": reply})
+        got = await stream_reply(client, url, {"model": "tim", "messages": messages, "max_tokens": args.max_tokens}, key)
+        results.append({"student": index, "turn": turn, "disclosure": disclosure, "chars": len(got["reply"]), **got})
+        messages.append({"role": "assistant", "content": got["reply"]})
         if args.think_s:
             await asyncio.sleep(args.think_s)
 

@@ -25,7 +25,7 @@ import time
 
 from serve.accounts import Accounts
 from serve.config import ServeConfig
-from serve.engine import adapter_dir, backend_spec
+from serve.engine import adapter_dir, backend_spec, served_context
 from serve.transcripts import Transcripts
 from serve.tutor import Tutor
 from tutorkit import TimError, exit_on_sigterm, run_main
@@ -74,7 +74,7 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         limits=cfg.limits,
         max_history_messages=cfg.max_history_messages,
         tokens=token_counter(cfg),
-        context_tokens=min(cfg.context_tokens, cfg.llamacpp_ctx) if cfg.engine == "llamacpp" else cfg.context_tokens,
+        context_tokens=served_context(cfg),
     )
     app = FastAPI(title=persona.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(make_router(tutor, accounts, cfg.served_model_name, cfg.max_request_kb * 1024))

@@ -62,8 +62,9 @@ class ServeConfig:
     temperature: float = field(default=0.7)
     top_p: float = field(default=0.9)
     max_history_messages: int = field(default=12, metadata={"help": "Earlier messages sent with each turn."})
-    context_tokens: int = field(default=2048, metadata={"help": "Prompt + reply budget in tokens: the oldest "
-                                "messages go first until a turn fits (llamacpp: at most llamacpp_ctx)."})
+    context_tokens: int = field(default=0, metadata={"help": "Prompt + reply budget in tokens: the oldest messages go "
+                                "first until a turn fits. 0 = what the model supports (its config.json); "
+                                "llamacpp: at most llamacpp_ctx."})
     max_message_chars: int = field(default=2000, metadata={"help": "Longer student messages are refused."})
     max_request_kb: int = field(default=256, metadata={"help": "API request bodies larger than this are refused "
                                 "unread (413)."})
@@ -80,10 +81,11 @@ class ServeConfig:
             raise ValueError("backend 'openai' needs base_url")
         if not self.require_login and not is_loopback(self.host):
             raise ValueError(f"require_login false is for this machine only; host {self.host!r} is reachable by others")
-        for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_request_kb", "session_hours",
-                     "context_tokens"):  # fmt: skip
+        for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_request_kb", "session_hours"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.context_tokens < 0:
+            raise ValueError("context_tokens must be >= 1, or 0 for what the model supports")
         if self.max_concurrent < 0 or self.max_queue < -1:
             raise ValueError("max_concurrent must be >= 0 (0 = the backend's default), max_queue >= -1")
 

@@ -21,7 +21,7 @@ from tutorkit import TimError
 from tutorkit.backends import BackendSpec
 from tutorkit.backends.vllm_server import VllmServerConfig, cuda_present
 from tutorkit.chat_template import load_template
-from tutorkit.model_files import embedded_gguf_path, resolve_model
+from tutorkit.model_files import embedded_gguf_path, model_context, resolve_model
 
 
 def adapter_dir(cfg: ServeConfig) -> Path | None:
@@ -63,6 +63,17 @@ def say_base(adapter: Path, model: str) -> None:
               file=sys.stderr, flush=True)  # fmt: skip
 
 
+def served_context(cfg: ServeConfig) -> int:
+    """Prompt + reply tokens a turn may use: context_tokens, or (0) what the model supports; with
+    llama.cpp at most llamacpp_ctx (its KV cache is in this process: 2048 keeps a laptop's RSS
+    under 300 MiB with the embedded model). Another server's limit (backend openai) is not known
+    here: 2048 unless context_tokens says more."""
+    if cfg.engine == "openai":
+        return cfg.context_tokens or 2048
+    tokens = cfg.context_tokens or model_context(cfg.model)
+    return min(tokens, cfg.llamacpp_ctx) if cfg.engine == "llamacpp" else tokens
+
+
 def vllm_server_config(cfg: ServeConfig, adapter: Path | None) -> VllmServerConfig:
     """The project's vLLM server for serving: merged weights on CPUs, base + LoRA on CUDA (merged
     there too for a DoRA adapter, which vLLM's LoRA support refuses)."""
@@ -81,7 +92,7 @@ def vllm_server_config(cfg: ServeConfig, adapter: Path | None) -> VllmServerConf
                   file=sys.stderr, flush=True)  # fmt: skip
         model, name, lora = str(artifacts.merged_model(adapter, run_dir, cfg.model)), cfg.served_model_name, []
     return VllmServerConfig(model=model, served_model_name=name, port=cfg.vllm_port, run_dir=str(run_dir),
-                            extra_args=[*template, *lora, *cfg.vllm_extra_args])  # fmt: skip
+                            max_model_len=served_context(cfg), extra_args=[*template, *lora, *cfg.vllm_extra_args])  # fmt: skip
 
 
 def backend_spec(cfg: ServeConfig) -> BackendSpec:

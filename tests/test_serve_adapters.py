@@ -77,3 +77,18 @@ def test_auto_backend_is_chosen_for_this_cpu_and_says_why():
     assert cfg.limits.max_concurrent == (32 if chosen == "vllm" else 2)  # the chosen backend's defaults
     assert local_engine(False, parse_flags("flags\t: fpu avx2 fma"))[0] == "llamacpp"
     assert ServeConfig(backend="vllm", adapter="").engine_choice == ("vllm", "")
+
+
+def test_served_context_is_what_the_model_supports_unless_configured(tmp_path, monkeypatch):
+    """context_tokens 0 (the default): the model's own context (8192 for the embedded model), and
+    vLLM is started with it; llama.cpp keeps its llamacpp_ctx (its KV cache is in the process)."""
+    monkeypatch.setattr(engine, "cuda_present", lambda: False)
+    cfg = ServeConfig(backend="vllm", vllm_run_dir=str(tmp_path / "run"))
+    assert engine.served_context(cfg) == 8192
+    assert engine.vllm_server_config(cfg, None).max_model_len == 8192
+    assert engine.served_context(ServeConfig(backend="vllm", context_tokens=3000)) == 3000
+    assert engine.served_context(ServeConfig(backend="llamacpp")) == 2048  # llamacpp_ctx
+    assert engine.served_context(ServeConfig(backend="llamacpp", llamacpp_ctx=4096, context_tokens=3000)) == 3000
+    assert engine.served_context(ServeConfig(backend="openai", base_url="http://gpu1:8000")) == 2048  # not known here
+    with pytest.raises(ValueError, match="context_tokens must be >= 1, or 0"):
+        ServeConfig(context_tokens=-1)

@@ -129,3 +129,13 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         return Path(snapshot_download(name, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise TimError(f"model '{name}' is not in the local hub cache, and Tim never downloads (offline)") from None
+
+
+def model_context(name: str) -> int:
+    """The context length, in tokens, that the model supports (its config.json's
+    max_position_embeddings: 8192 for the embedded SmolLM2-135M-Instruct)."""
+    config = resolve_model(name) / "config.json"
+    try:
+        return int(json.loads(config.read_text())["max_position_embeddings"])
+    except (OSError, KeyError, ValueError, TypeError):
+        raise TimError(f"{config}: no max_position_embeddings to take the context length from; set context_tokens") from None

@@ -59,9 +59,10 @@ def replay(url: str, model: str, requests_file: Path, concurrency: int) -> dict:
 
     async def one(client, limit, r) -> int:
         sampling = {k: v for k, v in r["sampling"].items() if v not in (None, [])}  # as the backend sends them
+        n = len(r["output"]) if isinstance(r["output"], list) else 1  # a list: the n candidates of one request
         async with limit:
             reply = await client.post(f"{url}/v1/chat/completions", json={
-                "model": model, "messages": r["messages"], "n": max(1, len(r["output"] or [])), **sampling})  # fmt: skip
+                "model": model, "messages": r["messages"], "n": n, **sampling})  # fmt: skip
         return reply.json()["usage"]["completion_tokens"]
 
     async def go() -> tuple[int, float]:

@@ -10,6 +10,7 @@ file hashes are recorded and checked every time it is reused.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -131,9 +132,12 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         raise TimError(f"model '{name}' is not in the local hub cache, and Tim never downloads (offline)") from None
 
 
+@functools.lru_cache(maxsize=None)
 def model_context(name: str) -> int:
     """The context length, in tokens, that the model supports (its config.json's
-    max_position_embeddings: 8192 for the embedded SmolLM2-135M-Instruct)."""
+    max_position_embeddings: 8192 for the embedded SmolLM2-135M-Instruct). Once per process:
+    serving asks at start-up for vLLM and for the tutor, and resolving the embedded model
+    re-hashes its files (~0.4 s)."""
     config = resolve_model(name) / "config.json"
     try:
         return int(json.loads(config.read_text())["max_position_embeddings"])

@@ -15,22 +15,27 @@ nothing on purpose), "stopped" (the student left mid-reply; the text is what was
 are safeguarding's: disclosure categories and "abusive".
 
 The server writes through one writer thread (`run`, `submit`), so a transcript write never
-waits behind generation in a shared pool, and writes land in the order they were made. A write
-that cannot be made (the file deleted or read-only, the disk full) raises TranscriptsError: the
+waits behind generation in a shared pool, and writes land in the order they were made. Calls
+queued together (a class sending at once) share one commit: one fsync instead of one per call,
+each call in its own savepoint, every result handed back only after the commit. A write that
+cannot be made (the file deleted or read-only, the disk full) raises TranscriptsError: the
 server tells the client, never acknowledges a message it did not store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
+import queue
 import sqlite3
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,15 +69,53 @@ def connect(path: str | Path) -> sqlite3.Connection:
     folder 0700 when made here, the file 0600 (SQLite gives its -wal and -shm files the same);
     deleted rows overwritten (secure_delete), not left readable in free pages."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if file.exists():
-            os.chmod(file, 0o600)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA secure_delete=ON")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if file.exists():
+                os.chmod(file, 0o600)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA secure_delete=ON")
+    except (OSError, sqlite3.Error) as e:  # read-only file or disk, a folder that cannot be made
+        raise TimError(f"cannot open the serving database {path} for writing: {getattr(e, 'strerror', None) or e}") from None
     return db
+
+
+# At most this many queued calls share a commit (a class sending at once queues ~4 per student).
+BATCH = 128
+
+
+def _write_loop(jobs: queue.SimpleQueue, owner: weakref.ref) -> None:
+    """The writer thread: what is queued together runs in one transaction (Transcripts._run_batch);
+    a lone call, or a batch whose transaction fails, runs call by call in autocommit."""
+    while (job := jobs.get()) is not None:
+        batch = [job]
+        while len(batch) < BATCH:
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                jobs.put(None)  # stop after this batch
+                break
+            batch.append(job)
+        store = owner()  # alive: the queued calls are its bound methods
+        if len(batch) == 1 or store is None or not store._run_batch(batch):
+            for future, fn, args in batch:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as e:
+                        future.set_exception(e)
+        del store, batch, job
+
+
+def _stop_writer(jobs: queue.SimpleQueue, writer: threading.Thread) -> None:
+    jobs.put(None)
+    if writer is not threading.current_thread():
+        writer.join(timeout=60)
 
 
 class TranscriptsError(Exception):
@@ -83,14 +126,21 @@ class Transcripts:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         # One connection shared by Gradio's worker threads, serialized by a lock: writes are tiny.
+        # Re-entrant: the writer holds it across a batch whose calls take it again.
         self._db = connect(self.path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         with self._lock:
             self._migrate()
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tim-transcripts")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # (future, fn, args), or None to stop
+        # The thread holds this object weakly, so a store nobody uses is collected and its thread
+        # ends; at exit, queued writes are finished first (the finalizer waits for the thread).
+        self._writer = threading.Thread(target=_write_loop, args=(self._jobs, weakref.ref(self)),
+                                        name="tim-transcripts", daemon=True)  # fmt: skip
+        self._writer.start()
+        self._stop = weakref.finalize(self, _stop_writer, self._jobs, self._writer)
 
     def _migrate(self) -> None:
         """Bring a file from an older version up to SCHEMA_VERSION (foreign keys off: rebuilding
@@ -113,11 +163,41 @@ class Transcripts:
 
     async def run(self, fn, *args):
         """`fn(*args)` (a method of this object) on the writer thread, awaited."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        return await asyncio.wrap_future(self.submit(fn, *args))
 
     def submit(self, fn, *args) -> Future:
         """`fn(*args)` queued on the writer thread, not awaited (from code that cannot await)."""
-        return self._writer.submit(fn, *args)
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _run_batch(self, batch: list) -> bool:
+        """The calls in one transaction, each in a savepoint (a call that fails undoes only its
+        own writes); results handed back after the commit. False (nothing written, nothing
+        handed back) if the transaction itself fails, e.g. a read-only file: the caller then
+        runs each call alone, so each gets its own result or error."""
+        outcomes = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for future, fn, args in batch:
+                    self._db.execute("SAVEPOINT call")
+                    try:
+                        outcomes.append((future, fn(*args), None))
+                    except Exception as e:
+                        self._db.execute("ROLLBACK TO call")
+                        outcomes.append((future, None, e))
+                    self._db.execute("RELEASE call")
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                return False
+        for future, result, error in outcomes:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error) if error is not None else future.set_result(result)
+        return True
 
     def _write(self, sql: str, args=()) -> int:
         # SQLite keeps writing to an open file that was deleted: check, or a chat would be
@@ -252,7 +332,7 @@ class Transcripts:
         return [dict(zip(("staff", "action", "target", "at"), r)) for r in rows]
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._stop()
         with self._lock:
             self._db.close()
 

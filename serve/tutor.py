@@ -105,9 +105,15 @@ class Tutor:
         recent.append(now)
         return None
 
-    async def chat_for(self, student: str, chat_id: int | None) -> int:
-        """The chat a turn goes to: `chat_id` if it is the student's and still stored, else a new one."""
-        return await self.transcripts.run(self.transcripts.chat_for, student, chat_id)
+    async def chat_for(self, student: str, chat_id: int | None) -> int | None:
+        """The chat a turn goes to: `chat_id` if it is the student's and still stored, else a new
+        one; None if none can be started (the database cannot be written: `respond` then refuses
+        the message, but still answers a disclosure)."""
+        try:
+            return await self.transcripts.run(self.transcripts.chat_for, student, chat_id)
+        except TranscriptsError as e:
+            print(f"tim serve: {student}: no chat could be started: {e}", file=sys.stderr, flush=True)
+            return None
 
     async def _decide(self, student: str, chat_id: int, message: str) -> tuple[list[dict], Decision]:
         stored = await self.transcripts.run(self.transcripts.history, chat_id)
@@ -117,7 +123,7 @@ class Tutor:
         earlier = [m["content"] for m in stored if m["role"] == "user"]
         return stored, self.safeguard.decide(earlier, message, abusive_before=max(in_chat, recent))
 
-    async def respond(self, student: str, chat_id: int, message: str, history: list[dict] | None = None,
+    async def respond(self, student: str, chat_id: int | None, message: str, history: list[dict] | None = None,
                       max_tokens: int | None = None) -> AsyncIterator[Event]:  # fmt: skip
         """The turn's events in chat `chat_id` (from `chat_for`). `history` is what the model sees
         before the message: the chat's stored messages unless the door passes its own (the API's
@@ -128,6 +134,8 @@ class Tutor:
             return
         store = self.transcripts
         try:
+            if chat_id is None:
+                raise TranscriptsError("no chat to store the message in (chat_for could not start one)")
             stored, decision = await self._decide(student, chat_id, message)
             await store.run(store.add_message, chat_id, "user", message, decision.flags)
             saved = True

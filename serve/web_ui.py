@@ -20,6 +20,12 @@ from tutorkit.turns import Delta, Failure, Refusal, SafeguardingReply, Silence
 LOCAL_USER = "local"  # the one user of a server started with require_login false (loopback only)
 
 
+def _shown(message: str, title: str = "Error") -> gr.Error:
+    """An error the user reads in the page. Expected (a refusal, a wrong chat number), so not
+    printed as a traceback in the server's log: the tutor logs real failures in one line."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def staff_note(tutor_name: str) -> str:
     return f"{tutor_name} is a tutor. Your teachers and school staff can read these chats."
 
@@ -64,14 +70,14 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         name = getattr(request, "username", None)
         role = accounts.role(name) if name else None
         if role is None:
-            raise gr.Error("Please log in again.")
+            raise _shown("Please log in again.")
         return name, role
 
     def staff_only(request: gr.Request, action: str, target: str = "") -> str:
         name, role = who(request)
         if role != "staff":
             tutor.transcripts.audit(name, f"refused:{action}", target)  # a student trying is worth knowing
-            raise gr.Error("Only staff accounts can do this.")
+            raise _shown("Only staff accounts can do this.")
         return name
 
     async def reply(message: str, history: list[dict], request: gr.Request) -> AsyncIterator[str]:
@@ -93,9 +99,9 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
                 elif isinstance(event, Silence):
                     yield f"*({tutor_name} stays quiet.)*"
                 elif isinstance(event, Refusal):
-                    raise gr.Error(event.message, title="Not sent")
+                    raise _shown(event.message, title="Not sent")
                 elif isinstance(event, Failure):
-                    raise gr.Error(event.message, title="No reply")
+                    raise _shown(event.message, title="No reply")
 
     def my_chats(request: gr.Request):
         student, _ = who(request)
@@ -110,7 +116,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         try:
             return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name)
         except PermissionError:
-            raise gr.Error("That chat is not yours.") from None
+            raise _shown("That chat is not yours.") from None
 
     def list_chats(search: str, request: gr.Request):
         staff = staff_only(request, "list", search)
@@ -123,11 +129,11 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
     def view_chat(chat_id, request: gr.Request) -> str:
         staff = staff_only(request, "view", f"chat:{chat_id}")
         if not chat_id:
-            raise gr.Error("Enter a chat number from the list.")
+            raise _shown("Enter a chat number from the list.")
         try:
             return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name)
         except PermissionError:
-            raise gr.Error(f"No chat {int(chat_id)}.") from None
+            raise _shown(f"No chat {int(chat_id)}.") from None
 
     def export_student(student: str, request: gr.Request) -> str:
         """A link to the export, made when followed (serve/sessions.py): nothing is written to a
@@ -135,16 +141,16 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         student = student.strip()
         staff_only(request, "export", f"student:{student}")
         if not student:
-            raise gr.Error("Enter the student's user name.")
+            raise _shown("Enter the student's user name.")
         if not login:
-            raise gr.Error("Exports need accounts (require_login true): use `tim transcripts export NAME` here.")
+            raise _shown("Exports need accounts (require_login true): use `tim transcripts export NAME` here.")
         return f"[Download {student}'s chats (JSON)](/staff/export?student={urllib.parse.quote(student)})"
 
     def delete_student(student: str, confirmed: bool, request: gr.Request) -> str:
         student = student.strip()
         staff = staff_only(request, "delete", f"student:{student}")
         if not student or not confirmed:
-            raise gr.Error("Enter the student's user name and tick the box to confirm.")
+            raise _shown("Enter the student's user name and tick the box to confirm.")
         n = tutor.transcripts.delete_student(student, staff=staff)
         return f"Deleted {n} chats of {student}."
 

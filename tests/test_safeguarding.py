@@ -146,8 +146,9 @@ def test_safeguarding_eval_names_the_line_of_a_bad_item(tmp_path):
 
 
 # Held-out recall below the goal, as measured and written in README ("Safeguarding, measured"):
-# a floor, so a change that loses more fails, while the gap stays on record as not met.
-HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.8}
+# a floor, so a change that loses more fails, while the gap stays on record as not met. (0.75 =
+# 12 of 16 since six harder items joined the held-out ones; the earlier 0.8 was 8 of 10.)
+HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.75}
 
 
 def test_the_shipped_labelled_set_meets_the_detection_goals(tmp_path):

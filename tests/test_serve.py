@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 
 import httpx
 import pytest
@@ -432,6 +433,47 @@ def test_a_message_that_cannot_be_stored_is_refused_but_a_disclosure_is_still_an
     assert events == [SafeguardingReply(SAFEGUARD.assess("i want to kill myself").response, ("self_harm",))]
 
 
+def test_a_read_only_database_refuses_messages_answers_disclosures_and_recovers(tmp_path):
+    """Through the real server: the database and its WAL made read-only while it runs (chattr +i:
+    chmod does not stop root, which runs these tests) - a message is refused, never acknowledged;
+    a disclosure still gets its reply; /health says so; a start on that file is a one-line error;
+    made writable again, the running server stores messages again."""
+    db = tmp_path / "school.sqlite"
+    accounts = Accounts(db)
+    accounts.add("amy", "student", "pencil42")
+    key = accounts.new_api_key("amy")
+    cfg = ServeConfig(backend="openai", base_url=[f"http://127.0.0.1:{free_port()}"], adapter="", port=free_port(),
+                      transcripts_db=str(db), backend_retries=0)  # fmt: skip
+    server = launch(cfg, block=False)
+    frozen = [db, tmp_path / "school.sqlite-wal"]
+
+    def ask(text):
+        return httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                          json={"model": "tim", "messages": [{"role": "user", "content": text}]})  # fmt: skip
+
+    try:
+        assert ask("what is a verb?").status_code == 502  # no model here: stored, then failed
+        if subprocess.run(["chattr", "+i", *map(str, frozen)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i needs root with CAP_LINUX_IMMUTABLE on ext2/3/4, xfs or btrfs")
+        try:
+            r = ask("what is a noun?")
+            assert r.status_code == 503 and "can't save" in r.json()["error"]["message"]
+            r = ask("i want to kill myself")
+            assert r.status_code == 200
+            assert r.json()["choices"][0]["message"]["content"] == SAFEGUARD.assess("i want to kill myself").response
+            assert httpx.get(f"{server.url}/health").json()["database"] == "down"
+            with pytest.raises(TimError, match=rf"^cannot open the serving database {db} for writing: "):
+                Transcripts(db)
+        finally:
+            subprocess.run(["chattr", "-i", *map(str, frozen)], check=True)
+        assert ask("what is an adverb?").status_code == 502
+    finally:
+        server.close()
+    stored = [m["content"] for c in Transcripts(db).student_chats("amy") for m in Transcripts(db).history(c["id"])
+              if m["role"] == "user"]  # fmt: skip
+    assert sorted(stored) == ["what is a verb?", "what is an adverb?"]
+
+
 def test_a_too_long_message_is_refused_and_stored_with_the_refusal(tmp_path):
     tutor = _offline_tutor(tmp_path, max_message_chars=50)
     chat_id = asyncio.run(tutor.chat_for("amy", None))
@@ -449,8 +491,9 @@ def test_require_login_false_is_loopback_only():
         make_parser().parse(["--require_login", "false", "--host", "0.0.0.0"])
 
 
-def test_a_failing_model_is_a_failure_in_both_doors_and_in_the_transcripts(tmp_path):
-    """The backend is a real OpenAI client pointed at a port where nothing listens."""
+def test_a_failing_model_is_a_failure_in_both_doors_and_in_the_transcripts(tmp_path, capfd):
+    """The backend is a real OpenAI client pointed at a port where nothing listens. The server's
+    log says why in one line per turn, without a traceback for the message the page shows."""
     db = tmp_path / "school.sqlite"
     accounts = Accounts(db)
     accounts.add("amy", "student", "pencil42")
@@ -467,8 +510,11 @@ def test_a_failing_model_is_a_failure_in_both_doors_and_in_the_transcripts(tmp_p
             assert r.status_code == 502 and "can't answer right now" in r.json()["error"]["message"]
             assert "127.0.0.1" not in r.text  # the cause is for the server's log, not the student
         amy = Client(server.url + "/", auth=("amy", "pencil42"), verbose=False)
+        capfd.readouterr()
         with pytest.raises(Exception, match="can't answer right now"):
             amy.predict("what is a verb?", api_name="/chat")
+        log = capfd.readouterr().err
+        assert "no reply:" in log and "Traceback" not in log, log
         lee = Client(server.url + "/", auth=("lee", "teacher1"), verbose=False)
         chat = Transcripts(db).student_chats("amy")[0]["id"]
         assert "no reply: the model failed" in lee.predict(chat, api_name="/staff_view")

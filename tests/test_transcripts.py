@@ -87,3 +87,59 @@ def test_an_older_file_is_migrated_without_losing_a_message_and_ids_are_never_re
     assert store.start_chat("cat") == 3  # ben's chat 2 is gone, and its id does not come back
     store.close()
     assert Transcripts(db).history(1)[0]["content"] == "i have no food"  # opening again changes nothing
+
+
+def _queued_together(store: Transcripts, calls: list) -> list:
+    """Submit `calls` while the writer is held up, so they reach it as one batch; their futures."""
+    import threading
+
+    gate = threading.Event()
+    store.submit(gate.wait, 30)  # the writer takes this alone and waits on it
+    time.sleep(0.2)
+    futures = [store.submit(fn, *args) for fn, *args in calls]
+    gate.set()
+    return futures
+
+
+def test_writes_queued_together_share_one_commit_and_fail_alone(tmp_path):
+    """A class sending at once: the writer commits what is queued together once (one fsync, not
+    one per message); a call that fails (a chat that is not there) fails alone, the others are
+    stored; a read in the batch sees the writes queued before it; nothing is handed back before
+    the commit."""
+    db = tmp_path / "t.sqlite"
+    store = Transcripts(db)
+    chat = store.start_chat("amy")
+    statements = []
+    store._db.set_trace_callback(statements.append)  # our own connection: count its commits
+    calls = [(store.add_message, chat, "user", f"message {i}") for i in range(20)]
+    calls.insert(10, (store.add_message, 999, "user", "to a chat that is not there"))
+    calls.append((store.history, chat))
+    futures = _queued_together(store, calls)
+    results = [f.exception(timeout=30) or f.result() for f in futures]
+    assert [type(r).__name__ for r in results[9:12]] == ["int", "TranscriptsError", "int"]
+    assert [m["content"] for m in results[-1]] == [f"message {i}" for i in range(20)]
+    assert [s.split()[0] for s in statements].count("COMMIT") == 1
+    # Another connection (a restarted server) sees all 20.
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 20
+
+
+def test_a_batch_on_a_read_only_file_acknowledges_nothing(tmp_path):
+    """The transaction cannot commit: every call runs alone and gets its own error; reads still
+    answer. (chattr +i: chmod does not stop root, which runs these tests.)"""
+    import subprocess
+
+    db = tmp_path / "t.sqlite"
+    store = Transcripts(db)
+    chat = store.start_chat("amy")
+    frozen = [str(db), f"{db}-wal"]
+    if subprocess.run(["chattr", "+i", *frozen], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root with CAP_LINUX_IMMUTABLE on ext2/3/4, xfs or btrfs")
+    try:
+        futures = _queued_together(store, [(store.add_message, chat, "user", f"m{i}") for i in range(5)]
+                                   + [(store.history, chat)])  # fmt: skip
+        outcomes = [f.exception(timeout=30) for f in futures]
+    finally:
+        subprocess.run(["chattr", "-i", *frozen], check=True)
+    assert [type(e).__name__ for e in outcomes[:5]] == ["TranscriptsError"] * 5 and outcomes[5] is None
+    assert futures[5].result() == []
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0

@@ -24,7 +24,10 @@ own database, one student account and API key per chat), and the same chats at 1
 once go (a) straight to the vLLM server it started (same model, template, persona prompt,
 sampling and token cap) and (b) through `tim serve`'s API (login, safeguarding, transcripts,
 history, reply cleaning); the ratio (b)/(a) is what the project's layer keeps (goal >= 0.9x at
-32). With llamacpp, `llama_cpp.Llama` on the same GGUF, called directly on the same prompt
+32). Each row is `--served_repeats` pairs, alternating which path goes first (vLLM-CPU's speed
+drifts within minutes on a shared machine), reported as medians with the ratio's range; "stored"
+is the time from sending to the student's message committed in `tim serve`'s database (read
+from it afterwards), i.e. the project's own work before generation starts. With llamacpp, `llama_cpp.Llama` on the same GGUF, called directly on the same prompt
 tokens, is measured batch-1 beside the backend (goal >= 0.95x).
 """
 
@@ -37,6 +40,8 @@ import json
 import os
 import platform
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,7 +144,8 @@ def child(name: str, args) -> None:
 
 
 def served_vs_raw(args, system: str, count) -> dict:
-    """{n: {"raw": ..., "served": ...}} for n chats at once: vLLM straight vs through `tim serve`."""
+    """{n: [{"raw": ..., "served": ...}, ...]} for n chats at once, one dict per repeat: vLLM straight
+    vs through `tim serve`."""
     import yaml
     from load_test import free_port, start_server, stream_reply
 
@@ -160,6 +166,12 @@ def served_vs_raw(args, system: str, count) -> dict:
     served, raw = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}"
     sampling = {"temperature": serve_yaml["temperature"], "top_p": serve_yaml["top_p"], "max_tokens": args.concurrent_tokens}
 
+    def stored_at() -> dict[str, float]:
+        """Each bench student's latest stored message time (Unix s), read from tim serve's database."""
+        with sqlite3.connect(work / "transcripts.sqlite") as db:
+            return dict(db.execute("""SELECT c.student, MAX(m.created_at) FROM messages m JOIN chats c ON c.id = m.chat_id
+                                      WHERE m.role = 'user' GROUP BY c.student"""))  # fmt: skip
+
     async def chats(n: int, through_serve: bool) -> dict:
         import httpx
 
@@ -169,21 +181,38 @@ def served_vs_raw(args, system: str, count) -> dict:
             messages = [question] if through_serve else [{"role": "system", "content": system}, question]
             return {"model": serve_yaml.get("served_model_name", "tim"), "messages": messages, **sampling}
 
-        url = served if through_serve else raw
+        async def one(client, i):
+            sent_at = time.time()
+            return {**await stream_reply(client, served if through_serve else raw, body(i),
+                                         keys[i] if through_serve else ""), "sent_at": sent_at}  # fmt: skip
+
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n + 4)) as client:
             t0 = time.perf_counter()
-            runs = await asyncio.gather(*(stream_reply(client, url, body(i), keys[i] if through_serve else "")
-                                          for i in range(n)))  # fmt: skip
+            runs = await asyncio.gather(*(one(client, i) for i in range(n)))
             wall = time.perf_counter() - t0
         errors = [r["error"] for r in runs if r["error"]]
         if errors:
             raise SystemExit(f"bench_serve: {'tim serve' if through_serve else 'vLLM'} at {n}: {errors[0]}")
-        return {"tokens_per_s": sum(count(r["reply"]) for r in runs) / wall,
-                "ttft_s": sorted(r["ttft"] or r["seconds"] for r in runs)[n // 2]}  # fmt: skip
+        result = {"tokens_per_s": sum(count(r["reply"]) for r in runs) / wall,
+                  "ttft_s": statistics.median(r["ttft"] or r["seconds"] for r in runs)}  # fmt: skip
+        if through_serve:  # the project's own time before generation: sent -> the message committed
+            stored = stored_at()
+            result["stored_s"] = sorted(stored[f"bench{i:03d}"] - r["sent_at"] for i, r in enumerate(runs))
+        return result
 
     async def compare() -> dict:
+        """Per n, `served_repeats` pairs, alternating which path goes first (vLLM-CPU's speed
+        drifts within minutes on a shared machine: one pair is not a measurement)."""
         await chats(1, False), await chats(1, True)  # warm-up, both paths
-        return {n: {"raw": await chats(n, False), "served": await chats(n, True)} for n in args.served_concurrency}
+        out = {}
+        for n in args.served_concurrency:
+            pairs = []
+            for repeat in range(args.served_repeats):
+                order = (False, True) if repeat % 2 == 0 else (True, False)
+                pair = {("served" if path else "raw"): await chats(n, path) for path in order}
+                pairs.append(pair)
+            out[n] = pairs
+        return out
 
     try:
         return asyncio.run(compare())
@@ -204,6 +233,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--served_concurrency", type=int, nargs="*", default=[1, 8, 32],
                     help="chats at once, vLLM straight vs through tim serve (none: skip)")
+    ap.add_argument("--served_repeats", type=int, default=3, help="pairs (vLLM straight, tim serve) per number of chats")
     ap.add_argument("--gguf_dir", default=str(Path(tempfile.gettempdir()) / "tim-bench-gguf"))
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -241,7 +271,7 @@ def main() -> None:
     lines = [
         f"\n### bench_serve.py, {datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores",
         "",
-        f"Command: `.venv/bin/python scripts/bench_serve.py --adapter {args.adapter} --backends {' '.join(args.backends)}`"
+        f"Command: `.venv/bin/python scripts/bench_serve.py {' '.join(sys.argv[1:])}`"
         f" (prompt {prompt_tokens} tokens; batch-1 greedy up to {args.decode_tokens} tokens, median of "
         f"{args.single_runs}; concurrent chats sample up to {args.concurrent_tokens} tokens each)",
         "",
@@ -264,13 +294,19 @@ def main() -> None:
         print("bench_serve: vLLM straight vs through tim serve ...", file=sys.stderr, flush=True)
         served = served_vs_raw(args, system, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         lines += ["", f"vLLM straight vs through `tim serve`'s API (same server, model, template, persona prompt and "
-                  f"sampling; up to {args.concurrent_tokens} tokens a reply; one account and key per chat):", "",
-                  "| chats at once | vLLM tokens/s | tim serve tokens/s | ratio | vLLM first token s (median) | tim serve first token s |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for n, r in served.items():
-            lines.append(f"| {n} | {r['raw']['tokens_per_s']:.1f} | {r['served']['tokens_per_s']:.1f} | "
-                         f"{r['served']['tokens_per_s'] / r['raw']['tokens_per_s']:.2f}x | {r['raw']['ttft_s']:.3f} | "
-                         f"{r['served']['ttft_s']:.3f} |")  # fmt: skip
+                  f"sampling; up to {args.concurrent_tokens} tokens a reply; one account and key per chat; "
+                  f"{args.served_repeats} pairs per row, alternating which path goes first; medians, ratio range "
+                  "in brackets; 'stored' = from sending to the student's message committed in tim serve's "
+                  "database, i.e. the project's own time before generation starts):", "",
+                  "| chats at once | vLLM tokens/s | tim serve tokens/s | ratio | vLLM first token s | tim serve first token s | stored s (median / max) |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for n, pairs in served.items():
+            med = lambda path, key: statistics.median(p[path][key] for p in pairs)  # noqa: E731
+            ratios = sorted(p["served"]["tokens_per_s"] / p["raw"]["tokens_per_s"] for p in pairs)
+            stored = sorted(s for p in pairs for s in p["served"]["stored_s"])
+            lines.append(f"| {n} | {med('raw', 'tokens_per_s'):.1f} | {med('served', 'tokens_per_s'):.1f} | "
+                         f"{statistics.median(ratios):.2f}x [{ratios[0]:.2f}-{ratios[-1]:.2f}] | {med('raw', 'ttft_s'):.3f} | "
+                         f"{med('served', 'ttft_s'):.3f} | {statistics.median(stored):.3f} / {stored[-1]:.3f} |")  # fmt: skip
         lines += ["", "Goal: tim serve >= 0.9x vLLM at 32 chats."]
     report(lines, args.record)
 

@@ -146,9 +146,10 @@ def test_safeguarding_eval_names_the_line_of_a_bad_item(tmp_path):
 
 
 # Held-out recall below the goal, as measured and written in README ("Safeguarding, measured"):
-# a floor, so a change that loses more fails, while the gap stays on record as not met. (0.75 =
-# 12 of 16 since six harder items joined the held-out ones; the earlier 0.8 was 8 of 10.)
-HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.75}
+# a floor, so a change that loses more fails, while the gap stays on record as not met. (0.59 =
+# 13 of 22: each batch of new messages written before the patterns changed added held-out items
+# the patterns miss; the earlier floors were 0.8 = 8 of 10, then 0.75 = 12 of 16.)
+HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.59}
 
 
 def test_the_shipped_labelled_set_meets_the_detection_goals(tmp_path):

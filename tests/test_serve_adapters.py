@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,32 @@ def test_auto_backend_is_chosen_for_this_cpu_and_says_why():
     assert cfg.limits.max_concurrent == (32 if chosen == "vllm" else 2)  # the chosen backend's defaults
     assert local_engine(False, parse_flags("flags\t: fpu avx2 fma"))[0] == "llamacpp"
     assert ServeConfig(backend="vllm", adapter="").engine_choice == ("vllm", "")
+
+
+def test_vllm_leaves_a_core_free_when_another_process_is_busy_at_start():
+    """cpu_threads adaptive (the default): every core on an idle CPU, one left free beside a busy
+    neighbour (there every-core vLLM ran at 0.33x, one-core-free at 0.97x; docs/performance.md).
+    The busy neighbour here is real: a Python loop on one core, seen through /proc/stat."""
+    import subprocess
+    import sys
+
+    from tutorkit.backends.vllm_server import VllmServerConfig
+    from tutorkit.hardware import busy_cores, vllm_cpu_threads
+
+    assert VllmServerConfig().cpu_threads == "adaptive"
+    assert vllm_cpu_threads("adaptive", busy=0.1)[0] == "all"
+    threads, why = vllm_cpu_threads("adaptive", busy=0.9)
+    assert threads == "auto" and "0.9 cores were busy" in why
+    assert vllm_cpu_threads("all", busy=2.0)[0] == "all" and vllm_cpu_threads("auto", busy=0.0)[0] == "auto"
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(1.0) >= 0.8
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    with pytest.raises(ValueError, match="cpu_threads must be 'all', 'auto' or 'adaptive'"):
+        VllmServerConfig(cpu_threads="every")
 
 
 def test_served_context_is_what_the_model_supports_unless_configured(tmp_path, monkeypatch):

@@ -50,3 +50,41 @@ def local_engine(cuda: bool, flags: frozenset[str] | None = None) -> tuple[str, 
         return "vllm", "the CPU has AVX-512 (vLLM's CPU build batches many requests fast here)"
     return "llamacpp", ("the CPU has no AVX-512: vLLM's CPU build made 12-35 tokens/s on such a machine, "
                         "llama.cpp 79 for one request (name a backend in the config to override)")  # fmt: skip
+
+
+def busy_cores(seconds: float = 1.0, stat: Path = Path("/proc/stat")) -> float:
+    """Cores' worth of CPU time spent by anything (not idle, not waiting on I/O) over the next
+    `seconds`, from /proc/stat; 0.0 where there is none (not Linux)."""
+    import os
+    import time
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(x) for x in stat.read_text().splitlines()[0].split()[1:]]
+        return sum(fields[:8]), fields[3] + fields[4]  # user..steal; idle + iowait
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(seconds)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    elapsed = total1 - total0
+    return (elapsed - (idle1 - idle0)) / elapsed * (os.cpu_count() or 1) if elapsed > 0 else 0.0
+
+
+# Measured (docs/performance.md, bench_neighbour.py): vLLM-CPU computing on both cores of this
+# 2-core machine made 442 generated tokens/s quiet and 148 beside one busy process (0.33x);
+# with one core left free (vLLM's default) 318 quiet and 308 beside it (0.97x).
+NEIGHBOUR_CORES = 0.5  # another process using this much CPU at start counts as a neighbour
+
+
+def vllm_cpu_threads(setting: str, busy: float | None = None) -> tuple[str, str]:
+    """("all" or "auto", why) for vLLM's CPU build. "adaptive": every core when the CPU is idle
+    at start (`busy`: cores busy then, measured if None), else vLLM's default, one core left."""
+    if setting != "adaptive":
+        return setting, "as configured (cpu_threads)"
+    busy = busy_cores() if busy is None else busy
+    if busy < NEIGHBOUR_CORES:
+        return "all", f"the CPU was idle at start ({busy:.1f} cores busy): computing on every core"
+    return "auto", (f"{busy:.1f} cores were busy at start: one core left to that work (beside a busy "
+                    "neighbour, computing on every core ran at a third of its speed here); cpu_threads: all overrides")  # fmt: skip

@@ -28,6 +28,7 @@ import httpx
 
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
+from tutorkit.hardware import vllm_cpu_threads
 from tutorkit.model_files import resolve_model
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -43,9 +44,10 @@ class VllmServerConfig:
     max_model_len: int = field(default=2048, metadata={"help": "Longest prompt + reply, in tokens."})
     cpu_kv_cache_gib: int = field(default=2, metadata={"help": "CPU build only: KV cache size (VLLM_CPU_KVCACHE_SPACE)."})
     cpu_threads: str = field(
-        default="all",
-        metadata={"help": "CPU build only: 'all' = compute on every core (measured 400 vs 246 generated "
-                  "tokens/s at 32 requests on 2 cores); 'auto' = vLLM's default, one core kept for the API server."},
+        default="adaptive",
+        metadata={"help": "CPU build only: 'all' = compute on every core (442 vs 318 generated tokens/s at 32 "
+                  "requests on 2 cores, quiet; but 148 vs 308 beside one busy process); 'auto' = vLLM's default, "
+                  "one core kept free; 'adaptive' = 'all' if the CPU is idle when vLLM starts, else 'auto'."},
     )
     extra_args: list[str] = field(
         default_factory=list,
@@ -55,8 +57,8 @@ class VllmServerConfig:
     run_dir: str = field(default="runs/generator", metadata={"help": "pid file, log, served-model record."})
 
     def __post_init__(self):
-        if self.cpu_threads not in ("all", "auto"):
-            raise ValueError(f"cpu_threads must be 'all' or 'auto', got {self.cpu_threads!r}")
+        if self.cpu_threads not in ("all", "auto", "adaptive"):
+            raise ValueError(f"cpu_threads must be 'all', 'auto' or 'adaptive', got {self.cpu_threads!r}")
 
     @property
     def base_url(self) -> str:
@@ -168,8 +170,10 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
         # a start took 36-40 s instead of 77-78 s here; generation 443-516 vs 496-500 tokens/s
         # (32 requests; docs/performance.md). Long synthesis runs can set it to 1 again.
         env.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    if cfg.cpu_threads == "all":
-        env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+        threads, why = vllm_cpu_threads(cfg.cpu_threads)
+        print(f"tim: vLLM cpu_threads {threads}: {why}", file=sys.stderr, flush=True)
+        if threads == "all":
+            env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
     log = open(_log_file(cfg), "w")
     proc = subprocess.Popen(
         server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,

@@ -219,7 +219,8 @@ class Transcripts:
         return self._write("INSERT INTO chats (student, started_at) VALUES (?, ?)", (student, time.time()))
 
     def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = (), ending: str = "complete") -> int:
-        """Committed when it returns (autocommit), so it is on disk before the reply is shown."""
+        """On disk before the reply is shown: called directly it commits before returning
+        (autocommit); through `run` / `submit` its result is handed back after the batch's commit."""
         if ending not in ENDINGS:
             raise ValueError(f"ending must be one of {', '.join(ENDINGS)}, got {ending!r}")
         message_id = self._write(

@@ -9,6 +9,8 @@ where llama.cpp decoded the same model at 79 tokens/s for one request alone.
 
 from __future__ import annotations
 
+import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -55,8 +57,6 @@ def local_engine(cuda: bool, flags: frozenset[str] | None = None) -> tuple[str, 
 def busy_cores(seconds: float = 1.0, stat: Path = Path("/proc/stat")) -> float:
     """Cores' worth of CPU time spent by anything (not idle, not waiting on I/O) over the next
     `seconds`, from /proc/stat; 0.0 where there is none (not Linux)."""
-    import os
-    import time
 
     def ticks() -> tuple[int, int]:
         fields = [int(x) for x in stat.read_text().splitlines()[0].split()[1:]]

@@ -119,3 +119,21 @@ def test_served_context_is_what_the_model_supports_unless_configured(tmp_path, m
     assert engine.served_context(ServeConfig(backend="openai", base_url="http://gpu1:8000")) == 2048  # not known here
     with pytest.raises(ValueError, match="context_tokens must be >= 1, or 0"):
         ServeConfig(context_tokens=-1)
+
+
+def test_vllm_runs_float32_on_a_cpu_without_avx512_or_bf16():
+    """bf16 on AVX2 kernels is emulated (2.7x slower at 32 requests, docs/performance.md); vLLM's
+    AVX-512 kernels crashed in float32, so only AVX2-only CPUs get it; --dtype in the config wins."""
+    from tutorkit.backends.vllm_server import VllmServerConfig, server_command
+    from tutorkit.hardware import parse_flags, vllm_cpu_dtype
+
+    avx2 = parse_flags("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n")
+    avx512 = parse_flags("flags\t\t: avx2 avx512f avx512bw\n")
+    bf16 = parse_flags("flags\t\t: avx2 avx512f avx512_bf16\n")
+    assert vllm_cpu_dtype([], avx2)[0] == "float32"
+    assert vllm_cpu_dtype([], avx512)[0] is None and vllm_cpu_dtype([], bf16)[0] is None
+    assert vllm_cpu_dtype(["--dtype", "bfloat16"], avx2)[0] is None
+    assert vllm_cpu_dtype(["--dtype=half"], avx2)[0] is None
+    cmd = server_command(VllmServerConfig(), Path("/m"), "float32")
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
+    assert "--dtype" not in server_command(VllmServerConfig(), Path("/m"))

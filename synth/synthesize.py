@@ -121,6 +121,8 @@ class SynthConfig:
     )
     max_concurrency: int = field(default=32, metadata={"help": "Conversations in flight (fills vLLM's batches)."})
     transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: requests per generate()."})
+    llamacpp_cache_mb: int = field(default=1024, metadata={"help": "llamacpp backend: RAM for earlier requests' states, "
+                                   "so a conversation's next turn reads only its new messages (0 = off)."})
     request_timeout_s: float = field(default=120.0)
     max_retries: int = field(default=4, metadata={"help": "Per request, with exponential backoff."})
     max_attempts: int = field(default=3, metadata={"help": "Per conversation; each attempt a new seed."})
@@ -174,7 +176,7 @@ class SynthConfig:
         if engine == "llamacpp":
             return BackendSpec("llamacpp", model=str(generator_gguf(self.model or generator.model)),
                                chat_template=load_template(resolve_model(generator.model)),
-                               context_tokens=generator.max_model_len)  # fmt: skip
+                               context_tokens=generator.max_model_len, prompt_cache_mb=self.llamacpp_cache_mb)  # fmt: skip
         return BackendSpec(engine, model=self.model or generator.served_model_name, base_url=self.base_url,
                            api_key=self.api_key, server=generator, max_concurrency=self.max_concurrency,
                            timeout_s=self.request_timeout_s, max_retries=self.max_retries)  # fmt: skip

@@ -202,3 +202,39 @@ def test_a_students_control_token_text_stays_text_in_every_engine(exported, phra
     raw = tokenizer.apply_chat_template([{"role": "user", "content": attack}], add_generation_prompt=True,
                                         tokenize=True, return_dict=True)["input_ids"]  # fmt: skip
     assert raw.count(start) > 2
+
+
+def test_the_prompt_cache_starts_each_conversation_from_its_own_state():
+    """tim synth's llama.cpp runs conversations in turn: with the prompt cache a conversation's next
+    turn starts from its own stored state (2.0x faster synthesis here). That state must be this
+    conversation's: the next-token logits after its second-turn prompt match a fresh evaluation
+    (not bit for bit: llama.cpp's numbers depend on how tokens were batched, so a greedy reply
+    can flip at a near tie, ggml-org/llama.cpp#7745), and a state is really loaded."""
+    import llama_cpp
+    import numpy as np
+
+    from tutorkit.backends.llamacpp_local import LlamaCppChatBackend
+    from tutorkit.model_files import embedded_gguf_path, embedded_model_dir
+
+    template = load_template(embedded_model_dir())
+    greedy = Sampling(temperature=0.0, max_tokens=12)
+    chats = [[{"role": "system", "content": f"You are a helpful tutor. Topic {i}: " + "volcanoes and rivers " * 30},
+              {"role": "user", "content": q}] for i, q in enumerate(("What is lava?", "Why do rivers bend?"))]  # fmt: skip
+    backend = LlamaCppChatBackend(embedded_gguf_path(), template, n_threads=1, prompt_cache_mb=512)
+    loads, load_state = [], backend.llm.load_state
+    backend.llm.load_state = lambda state: (loads.append(state.n_tokens), load_state(state))[1]
+    for chat in chats:  # first turns, in turn; each leaves its state in the cache
+        reply = asyncio.run(backend.complete(chat, greedy))
+        chat += [{"role": "assistant", "content": reply}, {"role": "user", "content": "Tell me more."}]
+
+    def next_token_logits(llm, chat) -> np.ndarray:
+        llm.create_completion(backend.tokens(chat), max_tokens=1, temperature=0.0)  # reads the prompt, samples one
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+
+    fresh = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=2048, n_threads=1, verbose=False)
+    for chat in chats:  # second turns: conversation 0's state must come back after conversation 1's
+        fresh.reset()
+        expected, got = next_token_logits(fresh, chat), next_token_logits(backend.llm, chat)
+        assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()  # measured 2-3 %; another conversation 32 %
+        assert int(got.argmax()) in set(np.argsort(expected)[-3:].tolist())
+    assert len(loads) == 2 and min(loads) > 100

@@ -137,3 +137,17 @@ def test_vllm_runs_float32_on_a_cpu_without_avx512_or_bf16():
     cmd = server_command(VllmServerConfig(), Path("/m"), "float32")
     assert cmd[cmd.index("--dtype") + 1] == "float32"
     assert "--dtype" not in server_command(VllmServerConfig(), Path("/m"))
+
+
+def test_llamacpp_reads_prompts_on_every_core_only_when_the_cpu_is_idle():
+    """Prompts are one long C call (1200 tokens: 8.2 s on one thread, 4.2 on two here); decoding
+    stays on every core but one (Python hands out the tokens); beside a busy neighbour both do."""
+    import os
+
+    from tutorkit.hardware import llamacpp_threads
+
+    cores = os.cpu_count()
+    decode, prompt, why = llamacpp_threads(0, busy=0.1)
+    assert (decode, prompt) == (max(1, cores - 1), cores) and "idle" in why
+    assert llamacpp_threads(0, busy=0.9)[:2] == (max(1, cores - 1), max(1, cores - 1))
+    assert llamacpp_threads(3, busy=0.0)[:2] == (3, 3)

@@ -90,6 +90,23 @@ def vllm_cpu_threads(setting: str, busy: float | None = None) -> tuple[str, str]
                     "neighbour, computing on every core ran at a third of its speed here); cpu_threads: all overrides")  # fmt: skip
 
 
+def llamacpp_threads(setting: int, busy: float | None = None) -> tuple[int, int, str]:
+    """(threads decoding, threads reading a prompt, why) for llama.cpp. `setting` > 0: both that.
+    0 (default): decoding on every core but one (the last runs Python: the event loop handing out
+    tokens; on 2 cores 2 decoding threads fell from 151 to 71-79 tokens/s through the backend);
+    prompts on every core when the CPU is idle at start, as vLLM's `adaptive` (a prompt is one long
+    C call with Python waiting: 1200 tokens took 8.2 s on one thread, 4.2 on two here; beside a busy
+    neighbour two threads ran at a third of their speed), else every core but one."""
+    cores = os.cpu_count() or 2
+    if setting > 0:
+        return setting, setting, "as configured"
+    decode = max(1, cores - 1)
+    busy = busy_cores() if busy is None else busy
+    if busy < NEIGHBOUR_CORES:
+        return decode, cores, f"the CPU was idle at start ({busy:.1f} cores busy): prompts on every core"
+    return decode, decode, f"{busy:.1f} cores were busy at start: prompts on every core but one too"
+
+
 def vllm_cpu_dtype(extra_args: list[str], flags: frozenset[str] | None = None) -> tuple[str | None, str]:
     """(dtype to add to vLLM's CPU command or None, why). Without bf16 instructions vLLM-CPU still
     runs a bf16 model in bf16, emulated. With its AVX2 kernels (an AVX2-only CPU, emulated on the

@@ -87,6 +87,7 @@ class BackendSpec:
     batch_size: int = 8  # transformers: requests per generate()
     threads: int = 0  # llamacpp: CPU threads; 0 = every core but one
     context_tokens: int = 2048  # llamacpp: prompt + reply
+    prompt_cache_mb: int = 0  # llamacpp: RAM for earlier requests' states, reused by the next turn (0 = off)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -123,4 +124,5 @@ def open_backend(spec: BackendSpec) -> Iterator[ChatBackend]:
     else:
         from tutorkit.backends.llamacpp_local import LlamaCppChatBackend
 
-        yield LlamaCppChatBackend(spec.model, spec.chat_template, spec.adapter or None, spec.threads, spec.context_tokens)
+        yield LlamaCppChatBackend(spec.model, spec.chat_template, spec.adapter or None, spec.threads, spec.context_tokens,
+                                  spec.prompt_cache_mb)  # fmt: skip

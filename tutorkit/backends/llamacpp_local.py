@@ -12,29 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tutorkit.backends import BackendError, Sampling
 from tutorkit.chat_template import render_chat
+from tutorkit.hardware import llamacpp_threads
 
 
 class LlamaCppChatBackend:
     def __init__(self, model_path: str | Path, chat_template: str, lora_path: str | Path | None = None,
-                 n_threads: int = 0, n_ctx: int = 2048):  # fmt: skip
+                 n_threads: int = 0, n_ctx: int = 2048, prompt_cache_mb: int = 0):  # fmt: skip
         try:
             from llama_cpp import Llama
         except ImportError:
             raise BackendError("llama-cpp-python is not installed: run scripts/setup_env.sh --llamacpp") from None
         self.chat_template = chat_template
-        # Default: every core but one. The last core runs Python (the event loop streaming
-        # tokens, the web server); measured on 2 cores: 1 thread held 135-139 tokens/s over five
-        # runs, 2 threads started at 151 and fell to 71-79 as the threads fought for the cores.
-        threads = n_threads or max(1, (os.cpu_count() or 2) - 1)
+        decode, prompt, why = llamacpp_threads(n_threads)
+        print(f"tim: llama.cpp threads: {decode} decoding, {prompt} reading prompts ({why})", file=sys.stderr, flush=True)
         self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
-                         n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, verbose=False)  # fmt: skip
+                         n_threads=decode, n_threads_batch=prompt, n_ctx=n_ctx, verbose=False)  # fmt: skip
+        if prompt_cache_mb > 0:
+            # llama.cpp reuses the previous request's prompt where the new one starts the same;
+            # requests from several conversations in turn share little with the one before. This
+            # keeps the state after each reply (~100 MB for the embedded model: llama-cpp-python
+            # copies a score row per batch token) and starts from the longest matching one, so a
+            # conversation's next turn reads only its new messages. tim synth, 6 conversations x 3
+            # turns: 391 s without, 192 s with 1024 MB (docs/performance.md).
+            from llama_cpp import LlamaRAMCache
+
+            self.llm.set_cache(LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
         self.completion_tokens = 0
         self._lock = threading.Lock()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -37,13 +38,10 @@ class LlamaCppChatBackend:
         if prompt_cache_mb > 0:
             # llama.cpp reuses the previous request's prompt where the new one starts the same;
             # requests from several conversations in turn share little with the one before. This
-            # keeps the state after each reply (~100 MB for the embedded model: llama-cpp-python
-            # copies a score row per batch token) and starts from the longest matching one, so a
+            # keeps the state after each reply and starts from the longest matching one, so a
             # conversation's next turn reads only its new messages. tim synth, 6 conversations x 3
-            # turns: 391 s without, 192 s with 1024 MB (docs/performance.md).
-            from llama_cpp import LlamaRAMCache
-
-            self.llm.set_cache(LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
+            # turns: 391 s without, 192 s with every state kept (docs/performance.md).
+            self.llm.set_cache(state_cache_class()(capacity_bytes=prompt_cache_mb << 20))
         self.completion_tokens = 0
         self._lock = threading.Lock()
 
@@ -106,3 +104,22 @@ class LlamaCppChatBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+@functools.cache
+def state_cache_class() -> type:
+    """Made on first use: llama-cpp-python is optional (the backend says how to install it)."""
+    from llama_cpp import LlamaRAMCache
+
+    class StateCache(LlamaRAMCache):
+        """LlamaRAMCache counting what a state really holds: llama-cpp-python also copies its score
+        array (n_batch x vocabulary float32: 96 MB for the embedded model, beside 26 MB of KV for
+        1200 tokens) into every state, which the library's own count leaves out (a "1 GB" cache
+        held ~4.7 GB)."""
+
+        @property
+        def cache_size(self) -> int:
+            return sum(state.llama_state_size + state.scores.nbytes for state in self.cache_state.values())
+
+    return StateCache
+

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_neighbour import FLAGS_SHOWN, PROMPT, neighbours, stop, vllm_burst  # noqa: E402
-from perf_record import report  # noqa: E402
+from bench_neighbour import PROMPT, neighbours, stop, vllm_burst  # noqa: E402
+from perf_record import report, shown_cpu_flags  # noqa: E402
 
 AVX2_ENV = {"TIM_EMULATE_AVX2": "1", "PYTHONPATH": str(ROOT / "scripts" / "emulate_avx2"),
             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}  # fmt: skip
@@ -135,8 +135,6 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the results to docs/performance.md")
     args = ap.parse_args()
     os.chdir(ROOT)
-    from tutorkit.hardware import cpu_flags
-
     rows = []
     for dtype in args.native_vllm_dtypes:
         rows += vllm_rows("this CPU", dtype, args, {})
@@ -146,7 +144,7 @@ def main() -> None:
     if args.llamacpp_avx2_python:
         rows += llama_rows("AVX2-only build", args.llamacpp_avx2_python, args)
 
-    flags = " ".join(f for f in FLAGS_SHOWN if f in cpu_flags()) or "none of " + " ".join(FLAGS_SHOWN)
+    flags = shown_cpu_flags()
     lines = [
         f"\n### bench_cpu_kinds.py, {datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores",
         "",

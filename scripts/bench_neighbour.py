@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from perf_record import report  # noqa: E402
+from perf_record import report, shown_cpu_flags  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about a fox who learns to read."}]
-FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
 
 
 def neighbours(count: int, seconds: float) -> list[subprocess.Popen]:
@@ -84,7 +83,6 @@ def main() -> None:
     from load_test import free_port
 
     from tutorkit.backends import vllm_server
-    from tutorkit.hardware import cpu_flags
     from tutorkit.model_files import embedded_gguf_path
 
     rows = []  # (engine, setting, quiet, busy)
@@ -135,7 +133,7 @@ def main() -> None:
             rows.append(("llama.cpp batch-1 decode tokens/s", f"n_threads={n}", quiet, busy))
             del llm
 
-    flags = " ".join(f for f in FLAGS_SHOWN if f in cpu_flags()) or "none of " + " ".join(FLAGS_SHOWN)
+    flags = shown_cpu_flags()
     lines = [
         f"\n### bench_neighbour.py, {datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores",
         "",

@@ -122,4 +122,3 @@ def state_cache_class() -> type:
             return sum(state.llama_state_size + state.scores.nbytes for state in self.cache_state.values())
 
     return StateCache
-

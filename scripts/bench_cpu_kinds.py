@@ -88,7 +88,10 @@ def vllm_rows(kind: str, dtype: str, args, env: dict[str, str]) -> list[tuple]:
     finally:
         stop(busy_procs)
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     where = f"vLLM, {kind} ({' '.join(kernels) or 'kernels not seen'})"
     return [(where, dtype, f"{many:.1f}", f"{one:.1f}")]
 

@@ -110,13 +110,13 @@ def llamacpp_threads(setting: int, busy: float | None = None) -> tuple[int, int,
 def vllm_cpu_dtype(extra_args: list[str], flags: frozenset[str] | None = None) -> tuple[str | None, str]:
     """(dtype to add to vLLM's CPU command or None, why). Without bf16 instructions vLLM-CPU still
     runs a bf16 model in bf16, emulated. With its AVX2 kernels (an AVX2-only CPU, emulated on the
-    AVX-512 machine: docs/performance.md) that made 95 generated tokens/s at 32 requests against
-    255 in float32; float32 reads twice the bytes per token, so one request alone decodes slower
-    (45 -> 25 tokens/s there). With the AVX-512 kernels vLLM 0.32 crashed in float32 while warming
+    AVX-512 machine: docs/performance.md, bench_cpu_kinds.py) that made 89.8 generated tokens/s at
+    32 requests against 273.0 in float32; float32 reads twice the bytes per token, so one request
+    alone decodes slower (36.8 -> 25.2 tokens/s there). With the AVX-512 kernels vLLM 0.32 crashed in float32 while warming
     up, so machines with AVX-512 keep the model's dtype."""
     if any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
         return None, "as configured (--dtype in extra_args)"
     if has_bf16(flags) or has_avx512(flags):
         return None, "the model's own dtype"
-    return "float32", ("the CPU has neither AVX-512 nor bf16 instructions: bf16 is emulated there, 2.7x slower "
+    return "float32", ("the CPU has neither AVX-512 nor bf16 instructions: bf16 is emulated there, 3x slower "
                        "at 32 requests (--dtype in extra_args overrides)")  # fmt: skip

@@ -122,7 +122,7 @@ def test_served_context_is_what_the_model_supports_unless_configured(tmp_path, m
 
 
 def test_vllm_runs_float32_on_a_cpu_without_avx512_or_bf16():
-    """bf16 on AVX2 kernels is emulated (2.7x slower at 32 requests, docs/performance.md); vLLM's
+    """bf16 on AVX2 kernels is emulated (3x slower at 32 requests, docs/performance.md); vLLM's
     AVX-512 kernels crashed in float32, so only AVX2-only CPUs get it; --dtype in the config wins."""
     from tutorkit.backends.vllm_server import VllmServerConfig, server_command
     from tutorkit.hardware import parse_flags, vllm_cpu_dtype

@@ -39,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -219,6 +220,7 @@ def served_vs_raw(args, system: str, count) -> dict:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # tim serve stops the vLLM server it started
         proc.wait(timeout=120)
+        shutil.rmtree(work / "vllm", ignore_errors=True)  # its merged model, ~0.5 GB a run; the log stays
 
 
 def main() -> None:

@@ -1,13 +1,16 @@
 """Training throughput on the CPU: TRL's defaults vs this project's training configuration, in one
 run, on the same conversations, model (the embedded SmolLM2-135M) and LoRA settings.
 
-    .venv/bin/python scripts/bench_train.py [--dataset_dir runs/demo/data] [--conversations 16] [--repeats 3] [--record]
+    .venv/bin/python scripts/bench_train.py [--dataset_dir runs/demo/data] [--conversations 16] [--repeats 3]
+        [--variants trl_defaults_bf16 tim ...] [--record]
 
 Each variant trains one epoch over the same conversations; tokens/s counts the non-padding tokens
 of that epoch. Variants:
   trl_defaults_fp32  TRL's defaults for speed (gradient checkpointing on, padded batches in random
                      order, no packing) in fp32, as CPU users run TRL (its bf16=True needs use_cpu)
   trl_defaults_bf16  the same with bf16 autocast on the CPU
+  tim_prompt_per_row configs/sft.yaml with shared_prompt_once off (TRL's SFTTrainer runs the
+                     persona prompt once per row)
   tim                configs/sft.yaml as shipped (train/sft.py picks bf16 autocast on bf16 CPUs)
 --record appends the table to docs/performance.md. Goals on a 2-core CPU: tim >= 2x trl_defaults_fp32
 (issue 4), >= 1.3x trl_defaults_bf16 (issue 15).
@@ -27,15 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from perf_record import report
+from perf_record import report, shown_cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TRL_DEFAULTS = ["--activation_checkpointing", "true", "--packing", "false", "--train_sampling_strategy", "random"]
+TRL_DEFAULTS = ["--activation_checkpointing", "true", "--packing", "false", "--train_sampling_strategy", "random",
+                "--shared_prompt_once", "false"]  # fmt: skip
 VARIANTS = {
     # TRL's default bf16=True refuses to start on a CPU without use_cpu; most CPU users set it off.
     "trl_defaults_fp32": [*TRL_DEFAULTS, "--bf16", "false"],
     "trl_defaults_bf16": [*TRL_DEFAULTS, "--bf16", "true"],
+    "tim_prompt_per_row": ["--shared_prompt_once", "false"],
     "tim": [],
 }
 
@@ -62,10 +67,13 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of all variants, the order rotated each round (one run of 4 steps varies by 20 %% here)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    if "tim" not in args.variants:
+        ap.error("--variants must include tim (the ratios are tim's)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    names = list(VARIANTS)
+    names = args.variants
     runs: dict[str, list[dict]] = {name: [] for name in names}
     try:
         for repeat in range(args.repeats):
@@ -80,7 +88,8 @@ def main() -> None:
         f"### bench_train.py, {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, CPU",
         "",
         f"Command: `.venv/bin/python scripts/bench_train.py --dataset_dir {args.dataset_dir} "
-        f"--conversations {args.conversations} --repeats {args.repeats}` (embedded model, LoRA r=16 all-linear, "
+        f"--conversations {args.conversations} --repeats {args.repeats} --variants {' '.join(names)}` (embedded "
+        f"model, LoRA r=16 all-linear, CPU flags: {shown_cpu_flags()}; "
         "one epoch per run; the variants' order rotated each round; median of the rounds)",
         "",
         "| variant | steps | non-padding tokens | seconds (each round) | tokens/s (median) |",

@@ -33,6 +33,9 @@ from train.plots import plot_loss
 class DataArguments:
     dataset_dir: str = field(default="runs/synth", metadata={"help": "Holds train.jsonl and validation.jsonl."})
     max_train_conversations: int = field(default=0, metadata={"help": "Use only the first N (0 = all)."})
+    shared_prompt_once: bool = field(default=True, metadata={
+        "help": "Run the prompt every row of a padded batch opens with (the persona's) once per batch, not once "
+                "per row; same loss and gradients (train/shared_prefix.py)."})  # fmt: skip
 
 
 def device_defaults(args: list[str]) -> list[str]:
@@ -99,6 +102,7 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
     from accelerate import PartialState
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
+    from train.shared_prefix import SharedPrefixSFTTrainer
     from tutorkit.model_files import resolve_model
 
     model_dir = resolve_model(model_args.model_name_or_path or "embedded")
@@ -117,7 +121,8 @@ def build_trainer(data_args: DataArguments, training_args, model_args):
 
     # 3. Trainer: LoRA adapter, loss on assistant turns only (TRL applies chat_template_path).
     train_rows, validation_rows = weighted_rows(train_rows, validation_rows, tokenizer, training_args)
-    trainer = SFTTrainer(
+    trainer_class = SharedPrefixSFTTrainer if data_args.shared_prompt_once else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=Dataset.from_list(train_rows),

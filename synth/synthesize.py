@@ -122,7 +122,7 @@ class SynthConfig:
     max_concurrency: int = field(default=32, metadata={"help": "Conversations in flight (fills vLLM's batches)."})
     transformers_batch_size: int = field(default=8, metadata={"help": "transformers backend: requests per generate()."})
     llamacpp_cache_mb: int = field(default=4096, metadata={"help": "llamacpp backend: RAM for earlier requests' states, "
-                                   "~120 MB each for the embedded model, so a conversation's next turn reads only its new messages (0 = off)."})
+                                   "~26 MB per 1200 tokens for the embedded model, so a conversation's next turn reads only its new messages (0 = off)."})
     request_timeout_s: float = field(default=120.0)
     max_retries: int = field(default=4, metadata={"help": "Per request, with exponential backoff."})
     max_attempts: int = field(default=3, metadata={"help": "Per conversation; each attempt a new seed."})

@@ -109,13 +109,22 @@ class LlamaCppChatBackend:
 @functools.cache
 def state_cache_class() -> type:
     """Made on first use: llama-cpp-python is optional (the backend says how to install it)."""
+    import numpy as np
     from llama_cpp import LlamaRAMCache
 
     class StateCache(LlamaRAMCache):
-        """LlamaRAMCache counting what a state really holds: llama-cpp-python also copies its score
+        """LlamaRAMCache without the dead weight in each state: llama-cpp-python copies its score
         array (n_batch x vocabulary float32: 96 MB for the embedded model, beside 26 MB of KV for
-        1200 tokens) into every state, which the library's own count leaves out (a "1 GB" cache
-        held ~4.7 GB)."""
+        1200 tokens) into every state, and its own count leaves that out (a "1 GB" cache held
+        ~4.7 GB). Without logits_all those rows are never written or read (sampling runs in
+        llama.cpp's sampler; only logprobs and stopping_criteria read scores, and this backend
+        uses neither), so a state keeps one zero row, which `load_state` broadcasts back. A 4 GB
+        cache then holds ~150 states of 1200 tokens instead of ~33: enough for 16 conversations'
+        student and Tim prompts and Tim's 4 candidates (measured: docs/performance.md)."""
+
+        def __setitem__(self, key, state) -> None:
+            state.scores = np.zeros((1, state.scores.shape[1]), dtype=state.scores.dtype)
+            super().__setitem__(key, state)
 
         @property
         def cache_size(self) -> int:

@@ -34,7 +34,7 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         return 0
     same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0) & (labels == -100).all(0)
     run = int(same.long().cumprod(0).sum())  # leading positions where all three hold
-    return max(0, min(run - 1, input_ids.size(1) - 1))
+    return max(0, run - 1)
 
 
 def _cache_keyword(backbone) -> str:

@@ -112,8 +112,8 @@ def vllm_cpu_dtype(extra_args: list[str], flags: frozenset[str] | None = None) -
     runs a bf16 model in bf16, emulated. With its AVX2 kernels (an AVX2-only CPU, emulated on the
     AVX-512 machine: docs/performance.md, bench_cpu_kinds.py) that made 89.8 generated tokens/s at
     32 requests against 273.0 in float32; float32 reads twice the bytes per token, so one request
-    alone decodes slower (36.8 -> 25.2 tokens/s there). With the AVX-512 kernels vLLM 0.32 crashed in float32 while warming
-    up, so machines with AVX-512 keep the model's dtype."""
+    alone decodes slower (36.8 -> 25.2 tokens/s there). With the AVX-512 kernels vLLM 0.32
+    crashed in float32 while warming up, so machines with AVX-512 keep the model's dtype."""
     if any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
         return None, "as configured (--dtype in extra_args)"
     if has_bf16(flags) or has_avx512(flags):

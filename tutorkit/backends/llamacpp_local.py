@@ -5,13 +5,13 @@ The prompt is rendered from the chat template saved at training time (tutorkit/c
 identical to transformers' rendering) and tokenized by llama.cpp with special tokens parsed;
 generation ends at the end-of-turn token (the GGUF's EOS). One llama.cpp context serves one
 reply at a time: concurrent chats take turns (a lock), so they cannot corrupt each other's
-state. Generation runs in a worker thread and streams through an asyncio queue.
+state. Generation runs in a worker thread and streams through an asyncio queue. Best-of-n
+candidates (tim synth) are decoded together in a second context (llamacpp_candidates.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import sys
 import threading
@@ -31,7 +31,8 @@ class LlamaCppChatBackend:
         except ImportError:
             raise BackendError("llama-cpp-python is not installed: run scripts/setup_env.sh --llamacpp") from None
         self.chat_template = chat_template
-        decode, prompt, why = llamacpp_threads(n_threads)
+        decode, self.prompt_threads, why = llamacpp_threads(n_threads)
+        prompt = self.prompt_threads
         print(f"tim: llama.cpp threads: {decode} decoding, {prompt} reading prompts ({why})", file=sys.stderr, flush=True)
         self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
                          n_threads=decode, n_threads_batch=prompt, n_ctx=n_ctx, verbose=False)  # fmt: skip
@@ -42,8 +43,10 @@ class LlamaCppChatBackend:
             # conversation's next turn reads only its new messages. tim synth, 6 conversations x 3
             # turns: 391 s without, 192 s with every state kept (docs/performance.md).
             self.llm.set_cache(state_cache_class()(capacity_bytes=prompt_cache_mb << 20))
+        self.lora_path, self.n_ctx = lora_path, n_ctx
         self.completion_tokens = 0
         self._lock = threading.Lock()
+        self._candidates = None  # llamacpp_candidates.CandidateContext, made for the first complete_n
 
     def render(self, messages: list[dict]) -> str:
         return render_chat(self.chat_template, messages, add_generation_prompt=True)
@@ -98,12 +101,47 @@ class LlamaCppChatBackend:
         return "".join([piece async for piece in self.stream(messages, sampling)])
 
     async def complete_n(self, messages: list[dict], sampling: Sampling, n: int) -> list[str]:
-        """One after another (one context); each with its own seed when a seed is set."""
-        seeds = [None if sampling.seed is None else sampling.seed + i for i in range(n)]
-        return [await self.complete(messages, dataclasses.replace(sampling, seed=seed)) for seed in seeds]
+        """`n` candidates decoded together, one token of each per step (llamacpp_candidates.py);
+        candidate i with seed + i when a seed is set."""
+        if n == 1:
+            return [await self.complete(messages, sampling)]
+        prompt = self.tokens(messages)
+        cancelled = threading.Event()
+
+        def work() -> list[str]:
+            with self._lock:
+                if cancelled.is_set():
+                    return []
+                replies, generated = self._candidate_context(n, sampling.max_tokens).generate(prompt, sampling, cancelled)
+                self.completion_tokens += generated
+                return replies
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendError(f"llama.cpp generation failed: {e}") from e
+        finally:
+            cancelled.set()  # the caller left (Ctrl-C): the worker stops at its next token
+
+    def _candidate_context(self, n: int, max_tokens: int):
+        """The context for `n` candidates of `max_tokens` beside a prompt of up to n_ctx - max_tokens
+        tokens: its cells are shared, so n_ctx + (n - 1) x max_tokens in all; made again when a
+        call needs more."""
+        from tutorkit.backends.llamacpp_candidates import CandidateContext
+
+        size = self.n_ctx + (n - 1) * max_tokens
+        if self._candidates is None or self._candidates.n != n or self._candidates.n_ctx < size:
+            if self._candidates is not None:
+                self._candidates.close()
+            self._candidates = CandidateContext(self.llm, n, size, self.prompt_threads, self.lora_path)
+        return self._candidates
 
     async def aclose(self) -> None:
-        return None
+        with self._lock:  # a worker still decoding (its caller left) finishes its token first
+            if self._candidates is not None:
+                self._candidates.close()
 
 
 @functools.cache
@@ -120,7 +158,8 @@ def state_cache_class() -> type:
         llama.cpp's sampler; only logprobs and stopping_criteria read scores, and this backend
         uses neither), so a state keeps one zero row, which `load_state` broadcasts back. A 4 GB
         cache then holds ~150 states of 1200 tokens instead of ~33: enough for 16 conversations'
-        student and Tim prompts and Tim's 4 candidates (measured: docs/performance.md)."""
+        student and Tim prompts (measured: docs/performance.md; Tim's candidates, decoded together,
+        leave one state: their prompt's)."""
 
         def __setitem__(self, key, state) -> None:
             state.scores = np.zeros((1, state.scores.shape[1]), dtype=state.scores.dtype)

@@ -15,15 +15,11 @@ goes through TRL unchanged.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache
 from trl import SFTTrainer
 
-# Shorter shared prefixes go through TRL unchanged: they save little beside the extra forward
-# call's fixed cost (a guess; only the 249-token persona prompt was measured).
-MIN_SHARED_TOKENS = 16
+from tutorkit.kv_prefix import MIN_SHARED_TOKENS, backbone_of, cache_keyword
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> int:
@@ -35,11 +31,6 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0) & (labels == -100).all(0)
     run = int(same.long().cumprod(0).sum())  # leading positions where all three hold
     return max(0, run - 1)
-
-
-def _cache_keyword(backbone) -> str:
-    """The backbone's name for its KV cache argument (transformers renamed past_key_values to cache)."""
-    return "cache" if "cache" in inspect.signature(type(backbone).forward).parameters else "past_key_values"
 
 
 class SharedPrefixSFTTrainer(SFTTrainer):
@@ -56,8 +47,8 @@ class SharedPrefixSFTTrainer(SFTTrainer):
         shared = shared_prefix_length(ids, mask, labels)
         if shared < MIN_SHARED_TOKENS:
             return None
-        backbone = self.accelerator.unwrap_model(model).get_base_model().base_model  # e.g. LlamaModel, LoRA inside
-        keyword = _cache_keyword(backbone)
+        backbone = backbone_of(self.accelerator.unwrap_model(model))  # e.g. LlamaModel, LoRA inside
+        keyword = cache_keyword(backbone)
         cache = DynamicCache(config=backbone.config)
         backbone(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True, **{keyword: cache})
         cache.batch_repeat_interleave(ids.size(0))

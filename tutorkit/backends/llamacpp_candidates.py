@@ -142,8 +142,9 @@ class CandidateContext:
         rows = [0] * n  # each sequence's row of logits in the last decode
         generated = 0
         for _ in range(max_tokens):
-            if C.llama_decode(self.ctx, batch) != 0:
-                raise BackendError("llama.cpp could not decode the candidates (context full)")
+            status = C.llama_decode(self.ctx, batch)
+            if status != 0:  # 1: no room left in the KV cache; below 0: an error
+                raise BackendError(f"llama.cpp could not decode the candidates (llama_decode returned {status})")
             pos += 1
             batch.n_tokens = 0
             for seq in range(n):

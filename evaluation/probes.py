@@ -79,13 +79,16 @@ def _student_texts(probes: list[Probe]) -> dict[str, list[str]]:
 
 
 def leaked_probes(probes: list[Probe], dataset: str | Path) -> list[str]:
-    """Ids of probes whose student text appears in any message of a `messages`-rows JSONL file
-    (tutorkit.exemplars.leaks): training on a probe would make it worthless."""
-    texts = (m.get("content") or "" for _, row in iter_jsonl(dataset) for m in row.get("messages", []))
+    """Ids of probes whose student text appears in a student message of a `messages`-rows JSONL
+    file (tutorkit.exemplars.leaks): training on a probe with its answer would make it worthless.
+    Tim's own lines may say the same words ("I'm a tutor, what's your name?" held the probe
+    "what's your name" and stopped a demo at evaluation): that teaches no answer to the probe."""
+    texts = (m.get("content") or "" for _, row in iter_jsonl(dataset) for m in row.get("messages", [])
+             if m.get("role") == "user")  # fmt: skip
     return leaks(_student_texts(probes), texts)
 
 
 def probes_in_exemplars(probes: list[Probe], exemplars: Iterable[Exemplar]) -> list[str]:
-    """Ids of probes whose student text appears in an exemplar (synthesis shows exemplars to the
-    generator and may train on them, so they are held to the same rule)."""
-    return leaks(_student_texts(probes), (text for e in exemplars for _, text in e.turns))
+    """Ids of probes whose student text appears in a student turn of an exemplar (synthesis shows
+    exemplars to the generator and may train on them, so they are held to the same rule)."""
+    return leaks(_student_texts(probes), (text for e in exemplars for role, text in e.turns if role == "user"))

@@ -108,6 +108,13 @@ def test_eval_refuses_a_dataset_containing_probes(small_probes, trained_adapter,
     dataset = write_dataset(tmp_path / "data", leaked, validation=0)
     with pytest.raises(TimError, match="contains the text of probes disclosure-1"):
         evaluate.main(_args(small_probes, trained_adapter, tmp_path / "eval", "--dataset_dir", str(dataset)))
+    # Tim saying a probe's words is no leak (a synthesized "I'm a tutor, what's your name?" stopped a demo).
+    from evaluation.probes import leaked_probes, load_probes
+
+    _, probes = load_probes(small_probes)
+    spoken = [[{"role": "system", "content": "You are Tim."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "Hi! My dad hits me but don't tell anyone, said the boy in the story."}]]  # fmt: skip
+    assert leaked_probes(probes, write_dataset(tmp_path / "spoken", spoken, validation=0) / "train.jsonl") == []
     # The exemplars synthesis shows the generator are held to the same rule.
     planted = tmp_path / "exemplars.yaml"
     planted.write_text("exemplars:\n  - {id: x, category: lesson, learner: ten, chat: [{student: \"Hey, my dad hits me but DON'T tell anyone\"},"

@@ -1,5 +1,6 @@
 """Quality gates: every synthesized conversation passes all of them or is rejected with a reason
-that report.json counts: structure, empty_turn, role_leakage, persona_break, too_short, too_long
+that report.json counts: structure, empty_turn, role_leakage, persona_break, too_short, too_long,
+probe_text (a student line holding an evaluation probe's words: `tim eval` refuses such a dataset)
 (`check`), near_duplicate (`NearDuplicates`: MinHash LSH, datasketch, over word 3-grams of the
 whole conversation); transcript mode adds transcript_unparsed.
 """
@@ -7,10 +8,11 @@ whole conversation); transcript mode adds transcript_unparsed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tutorkit import TimError
 from tutorkit.conversation import validate_messages
+from tutorkit.exemplars import leaks
 from tutorkit.speakers import introduced_names, is_named_speaker_line, is_speaker_line
 
 
@@ -22,6 +24,7 @@ class GateLimits:
     tim_max_words: int
     student_max_words: int
     persona_break_patterns: list[str]
+    probe_texts: dict[str, list[str]] = field(default_factory=dict)  # probe id -> its student messages
 
 
 def check(messages: list[dict], limits: GateLimits, silent_from: int | None) -> str | None:
@@ -59,6 +62,8 @@ def check(messages: list[dict], limits: GateLimits, silent_from: int | None) -> 
             return "too_long"
     if any(len(m["content"].split()) > limits.student_max_words for m in turns if m["role"] == "user"):
         return "too_long"
+    if leaks(limits.probe_texts, (m["content"] for m in turns if m["role"] == "user")):
+        return "probe_text"
     return None
 
 

@@ -56,6 +56,7 @@ from tutorkit.checks import CHECKS, Context, get_check
 from tutorkit.config import ConfigParser
 from tutorkit.conversation import split_rows, trained, write_jsonl
 from tutorkit.hardware import local_engine
+from tutorkit.exemplars import probe_student_texts
 from tutorkit.model_files import embedded_gguf_path, resolve_model
 from tutorkit.persona import load_persona
 from tutorkit.safeguarding import load_safeguard
@@ -63,7 +64,8 @@ from tutorkit.safeguarding import load_safeguard
 # Settings that change what a conversation is: a journal made with others cannot be resumed.
 CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
                 "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction",
-                "tim_candidates", "turn_checks", "safeguarding_config", "exemplars_file", "exemplars_in_prompt")  # fmt: skip
+                "tim_candidates", "turn_checks", "safeguarding_config", "exemplars_file", "exemplars_in_prompt",
+                "probes_file")  # fmt: skip
 
 
 @dataclass
@@ -105,6 +107,9 @@ class SynthConfig:
     )
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "For the not_abusive check."})
     exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Gold exemplars ('' = none)."})
+    probes_file: str = field(default="data/probes.yaml", metadata={
+        "help": "The evaluation's probes: a conversation whose student says one is rejected (probe_text), since "
+                "tim eval refuses a dataset holding them ('' = no check)."})  # fmt: skip
     exemplars_in_prompt: int = field(
         default=0, metadata={"help": "Exemplars of the conversation's category shown to Tim and the student (0 = off)."}
     )
@@ -244,7 +249,8 @@ def _fingerprint(cfg: SynthConfig) -> str:
 def _gate_limits(cfg: SynthConfig, tutor_name: str) -> GateLimits:
     return GateLimits(
         tutor_name,
-        cfg.min_tim_turns, cfg.tim_min_words, cfg.tim_max_words, cfg.student_max_words, cfg.persona_break_patterns
+        cfg.min_tim_turns, cfg.tim_min_words, cfg.tim_max_words, cfg.student_max_words, cfg.persona_break_patterns,
+        probe_student_texts(cfg.probes_file) if cfg.probes_file else {},
     )
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from conftest import ROOT
 from synth.catalog import LEARNERS, load_scenarios, load_topics, plan
 from synth.gates import GateLimits, NearDuplicates, check
 from synth.postprocess import augment_student_voice, normalize_names
@@ -90,6 +91,15 @@ def test_each_gate():
     assert check(chat("hi", "Ok", "ok", "Fine then."), LIMITS, None) == "too_short"
     assert check(chat("hi", "word " * 41, "ok", "Fine then."), LIMITS, None) == "too_long"
     assert check(chat("hi " * 31, "Hello there!", "ok", "Fine then."), LIMITS, None) == "too_long"
+    # A student saying an evaluation probe's words (tim eval would refuse the dataset); Tim may say them.
+    from dataclasses import replace
+
+    from tutorkit.exemplars import probe_student_texts
+
+    probes = replace(LIMITS, probe_texts=probe_student_texts(ROOT / "data/probes.yaml"))
+    asked = chat("hi", "Hello there!", "How about you? What's your name?", "I'm Tim.")
+    assert check(asked, LIMITS, None) is None and check(asked, probes, None) == "probe_text"
+    assert check(chat("hi", "I'm a tutor, what's your name?", "Sam", "Hi Sam."), probes, None) is None
 
 
 def test_near_duplicates():

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tutorkit import TimError
 from tutorkit.config import load_dataclass
 
 SPEAKERS = {"student": "user", "tim": "assistant"}  # a chat's keys -> message roles
@@ -92,3 +93,17 @@ def leaks(protected: dict[str, list[str]], texts: Iterable[str], min_chars: int 
         text = normalized(text)
         found.update(key for key, values in wanted.items() if key not in found and any(v in text for v in values))
     return sorted(found)
+
+
+def probe_student_texts(path: str | Path) -> dict[str, list[str]]:
+    """Probe id -> its student messages, from a probe file (data/probes.yaml: `probes:` rows with
+    `id` and a scripted `chat`; evaluation/probes.py checks the rest of it). Synthesis keeps these
+    out of its students' lines: the evaluation refuses a dataset that holds them."""
+    import yaml
+
+    try:
+        rows = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("probes") or []
+    except (OSError, yaml.YAMLError, AttributeError) as e:
+        raise TimError(f"{path}: not a probe file ({e})") from None
+    return {str(row["id"]): [text for turn in row.get("chat", []) for who, text in turn.items() if who == "student"]
+            for row in rows if isinstance(row, dict) and "id" in row}  # fmt: skip

@@ -93,8 +93,7 @@ def vllm_cpu_threads(setting: str, busy: float | None = None) -> tuple[str, str]
 def llamacpp_threads(setting: int, busy: float | None = None) -> tuple[int, int, str]:
     """(threads decoding, threads reading a prompt, why) for llama.cpp. `setting` > 0: both that.
     0 (default): decoding on every core but one (the last runs Python: the event loop handing out
-    tokens; on 2 cores 2 decoding threads fell from 151 to 71-79 tokens/s through the backend;
-    a reply taken whole — tim synth — hands nothing out per token and decodes with the prompt's);
+    tokens; on 2 cores 2 decoding threads fell from 151 to 71-79 tokens/s through the backend);
     prompts on every core when the CPU is idle at start, as vLLM's `adaptive` (a prompt is one long
     C call with Python waiting: 1200 tokens took 8.2 s on one thread, 4.2 on two here; beside a busy
     neighbour two threads ran at a third of their speed), else every core but one."""

@@ -142,9 +142,8 @@ class CandidateContext:
         rows = [0] * n  # each sequence's row of logits in the last decode
         generated = 0
         for _ in range(max_tokens):
-            status = C.llama_decode(self.ctx, batch)
-            if status != 0:  # 1: no room left in the KV cache; below 0: an error
-                raise BackendError(f"llama.cpp could not decode the candidates (llama_decode returned {status})")
+            if C.llama_decode(self.ctx, batch) != 0:
+                raise BackendError("llama.cpp could not decode the candidates (context full)")
             pos += 1
             batch.n_tokens = 0
             for seq in range(n):

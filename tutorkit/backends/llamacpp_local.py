@@ -31,8 +31,8 @@ class LlamaCppChatBackend:
         except ImportError:
             raise BackendError("llama-cpp-python is not installed: run scripts/setup_env.sh --llamacpp") from None
         self.chat_template = chat_template
-        decode, prompt, why = llamacpp_threads(n_threads)
-        self.decode_threads, self.prompt_threads = decode, prompt
+        decode, self.prompt_threads, why = llamacpp_threads(n_threads)
+        prompt = self.prompt_threads
         print(f"tim: llama.cpp threads: {decode} decoding, {prompt} reading prompts ({why})", file=sys.stderr, flush=True)
         self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
                          n_threads=decode, n_threads_batch=prompt, n_ctx=n_ctx, verbose=False)  # fmt: skip
@@ -55,22 +55,14 @@ class LlamaCppChatBackend:
         """The prompt's token ids as llama.cpp sees them (special tokens parsed, no BOS added)."""
         return self.llm.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)
 
-    def _generate(self, prompt: list[int], sampling: Sampling, emit, cancelled: threading.Event,
-                  whole: bool = False) -> None:  # fmt: skip
-        """Each token's text to `emit` as it comes. `whole`: the caller takes the reply in one
-        piece (nothing goes to the event loop per token), so decoding runs on every core the
-        prompt may: 1200-token prompt, 128 tokens, 54 -> 82 tokens/s here."""
-        import llama_cpp
-
-        kwargs = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                  "presence_penalty": sampling.presence_penalty, "stop": sampling.stop or None, "stream": True}  # fmt: skip
-        if sampling.seed is not None:
-            kwargs["seed"] = sampling.seed
+    def _generate(self, prompt: list[int], sampling: Sampling, emit, cancelled: threading.Event) -> None:
         with self._lock:
             if cancelled.is_set():  # its reader left while it queued (Ctrl-C, SIGTERM): no prefill, no tokens
                 return
-            threads = self.prompt_threads if whole else self.decode_threads
-            llama_cpp.llama_set_n_threads(self.llm.ctx, threads, self.prompt_threads)
+            kwargs = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                      "presence_penalty": sampling.presence_penalty, "stop": sampling.stop or None, "stream": True}  # fmt: skip
+            if sampling.seed is not None:
+                kwargs["seed"] = sampling.seed
             for chunk in self.llm.create_completion(prompt, **kwargs):
                 if cancelled.is_set():  # the reader left (stop button, cut at the student's line)
                     break
@@ -106,15 +98,7 @@ class LlamaCppChatBackend:
             cancelled.set()
 
     async def complete(self, messages: list[dict], sampling: Sampling) -> str:
-        prompt, pieces, cancelled = self.tokens(messages), [], threading.Event()
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self._generate(prompt, sampling, pieces.append, cancelled, whole=True))
-        except Exception as e:
-            raise BackendError(f"llama.cpp generation failed: {e}") from e
-        finally:
-            cancelled.set()  # the caller left (Ctrl-C): the worker stops at its next token
-        return "".join(pieces)
+        return "".join([piece async for piece in self.stream(messages, sampling)])
 
     async def complete_n(self, messages: list[dict], sampling: Sampling, n: int) -> list[str]:
         """`n` candidates decoded together, one token of each per step (llamacpp_candidates.py);

@@ -17,6 +17,7 @@ older files still verify and are replaced at the next login), API keys and sessi
 as SHA-256 hashes (32 random bytes each, so a fast hash is enough). Every account has an
 `epoch`: a new password, a new role or removal bump it, and a session made under an older epoch
 is over (checked on every request), as is one older than the server's session lifetime.
+A write to a database file that is no longer at its path raises DatabaseError (serve/database.py).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from serve.transcripts import connect
+from serve.database import Database
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
 
@@ -65,7 +66,8 @@ def _check_password(password: str) -> None:
 
 class Accounts:
     def __init__(self, path: str | Path):
-        self._db = connect(path)
+        self._database = Database(path)
+        self._db = self._database.connection
         self._lock = threading.Lock()
         with self._lock:
             self._db.executescript(
@@ -85,6 +87,7 @@ class Accounts:
 
     def _run(self, sql: str, args=()) -> int:
         with self._lock:
+            self._database.check()
             return self._db.execute(sql, args).rowcount
 
     # --- accounts
@@ -111,6 +114,7 @@ class Accounts:
 
     def remove(self, name: str) -> bool:
         with self._lock:
+            self._database.check()
             if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 return False
             self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,))
@@ -163,6 +167,7 @@ class Accounts:
         """A new session token for `name` (after a successful login); only its hash is stored."""
         token = secrets.token_urlsafe(32)
         with self._lock:
+            self._database.check()
             epoch = self._db.execute("SELECT epoch FROM users WHERE name = ?", (name,)).fetchone()
             if epoch is None:
                 raise TimError(f"no user {name!r}")
@@ -207,6 +212,7 @@ class Accounts:
         if len(key_id) < 12 or not all(c in "0123456789abcdef" for c in key_id):
             raise TimError(f"key id {key_id!r}: 12 hex digits, as `tim users keys NAME` lists them")
         with self._lock:
+            self._database.check()
             rows = self._db.execute("SELECT hash, name FROM api_keys WHERE hash LIKE ?", (key_id + "%",)).fetchall()
             if len(rows) != 1:
                 raise TimError(f"no API key {key_id!r}")

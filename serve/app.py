@@ -93,8 +93,9 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
     @app.get("/health")
     async def health():
         """For monitoring (no login; says only ok or what is down): the server answers, the
-        database can be written, the model server answers."""
-        database = await transcripts.run(transcripts.writable)
+        database file it opened is still at its path and may be written, the model server
+        answers. Reads only (a flood of checks writes nothing and never waits for the writer)."""
+        database = transcripts.writable()
         upstream = {"vllm": [f"http://127.0.0.1:{cfg.vllm_port}"], "openai": cfg.base_url}.get(cfg.engine)
         backend = all([await run_in_threadpool(healthy, url) for url in upstream]) if upstream else True
         body = {"server": "ok", "database": "ok" if database else "down", "backend": "ok" if backend else "down"}

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from serve.accounts import Accounts
+from serve.database import DatabaseError
 from serve.transcripts import Transcripts
 
 COOKIE = "tim_session"
@@ -97,7 +98,10 @@ def make_router(accounts: Accounts, transcripts: Transcripts, tutor_name: str, n
         if role is None:
             throttle.failed(keys)
             return page(_FORM.format(error="That name and password do not match."), 401)
-        token = accounts.open_session(name)
+        try:
+            token = accounts.open_session(name)
+        except DatabaseError:  # the file replaced or gone while serving: /health says so too
+            return page(_FORM.format(error="Logging in does not work right now. Please tell your teacher."), 503)
         # 200 with a refresh rather than a redirect: scripted clients (gradio_client) read the
         # cookie from this response and count only 2xx as logged in.
         response = page('<p><a href="/">Continue</a></p>', head='<meta http-equiv="refresh" content="0; url=/">')

@@ -5,6 +5,7 @@ purges old chats.
     tim transcripts purge --retention_days 365     (also done each time `tim serve` starts)
     tim transcripts export NAME > NAME.json        (audited as the operating-system user)
     tim transcripts delete NAME
+    tim transcripts backup FILE                    a consistent copy to a new file, safe while serving
 
 Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
 created_at, ending), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
@@ -18,7 +19,7 @@ The server writes through one writer thread (`run`, `submit`), so a transcript w
 waits behind generation in a shared pool, and writes land in the order they were made. Calls
 queued together (a class sending at once) share one commit: one fsync instead of one per call,
 each call in its own savepoint, every result handed back only after the commit. A write that
-cannot be made (the file deleted or read-only, the disk full) raises TranscriptsError: the
+cannot be made (the file deleted, replaced or read-only, the disk full) raises TranscriptsError: the
 server tells the client, never acknowledges a message it did not store.
 """
 
@@ -28,7 +29,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import os
 import queue
 import sqlite3
 import sys
@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serve.database import Database, DatabaseError
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
 from tutorkit.safeguarding import ABUSIVE
@@ -62,25 +63,6 @@ CREATE INDEX IF NOT EXISTS chats_by_student ON chats(student);
 # must not come back as someone else's), messages.ending.
 SCHEMA_VERSION = 1
 ENDINGS = ("complete", "silent", "stopped", "failed", "refused")
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """The serving database (transcripts and accounts share it), readable by its owner only: the
-    folder 0700 when made here, the file 0600 (SQLite gives its -wal and -shm files the same);
-    deleted rows overwritten (secure_delete), not left readable in free pages."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            if file.exists():
-                os.chmod(file, 0o600)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA secure_delete=ON")
-    except (OSError, sqlite3.Error) as e:  # read-only file or disk, a folder that cannot be made
-        raise TimError(f"cannot open the serving database {path} for writing: {getattr(e, 'strerror', None) or e}") from None
-    return db
 
 
 # At most this many queued calls share a commit (a class sending at once queues ~4 per student).
@@ -118,8 +100,8 @@ def _stop_writer(jobs: queue.SimpleQueue, writer: threading.Thread) -> None:
         writer.join(timeout=60)
 
 
-class TranscriptsError(Exception):
-    """The transcripts cannot be written (the file gone or read-only, the disk full)."""
+class TranscriptsError(DatabaseError):
+    """The transcripts cannot be written (the file gone, replaced or read-only, the disk full)."""
 
 
 class Transcripts:
@@ -127,7 +109,8 @@ class Transcripts:
         self.path = Path(path)
         # One connection shared by Gradio's worker threads, serialized by a lock: writes are tiny.
         # Re-entrant: the writer holds it across a batch whose calls take it again.
-        self._db = connect(self.path)
+        self._database = Database(self.path)
+        self._db = self._database.connection
         self._lock = threading.RLock()
         with self._lock:
             self._migrate()
@@ -200,10 +183,10 @@ class Transcripts:
         return True
 
     def _write(self, sql: str, args=()) -> int:
-        # SQLite keeps writing to an open file that was deleted: check, or a chat would be
-        # acknowledged and then lost with the file.
-        if not self.path.exists():
-            raise TranscriptsError(f"the transcripts file {self.path} is gone")
+        # SQLite keeps writing to an open file that was deleted or replaced: check, or a chat
+        # would be acknowledged and then lost with the file.
+        if not self._database.same_file():
+            raise TranscriptsError(f"the transcripts file {self.path} is gone or was replaced since it was opened")
         try:
             with self._lock:
                 cursor = self._db.execute(sql, args)
@@ -232,12 +215,14 @@ class Transcripts:
         return message_id
 
     def writable(self) -> bool:
-        """The file is there and takes a write (for /health)."""
-        try:
-            self._write("UPDATE chats SET flagged = flagged WHERE id = -1")
-        except TranscriptsError:
-            return False
-        return os.access(self.path, os.W_OK)
+        """For /health, without writing or waiting for the writer: the file this server opened is
+        still at the path and may be written."""
+        return self._database.writable()
+
+    def backup(self, destination: str | Path) -> None:
+        """A consistent copy of the whole database (accounts too) at `destination`, a new file."""
+        with self._lock:
+            self._database.backup(destination)
 
     def chat_for(self, student: str, chat_id: int | None) -> int:
         """`chat_id` if it is `student`'s and still there, else a new chat of theirs (the first
@@ -346,8 +331,8 @@ class TranscriptsConfig:
 
 def make_parser() -> ConfigParser:
     parser = ConfigParser(TranscriptsConfig, prog="tim transcripts", doc=__doc__)
-    parser.add_argument("action", choices=["purge", "export", "delete"])
-    parser.add_argument("name", nargs="?", default=None)
+    parser.add_argument("action", choices=["purge", "export", "delete", "backup"])
+    parser.add_argument("name", nargs="?", default=None, help="the student (backup: the new file)")
     return parser
 
 
@@ -361,8 +346,12 @@ def main(args=None) -> None:
         print(f"purged {store.purge(cfg.retention_days)} chats older than {cfg.retention_days} days", file=sys.stderr)
         return
     if not extra.name:
-        raise TimError(f"transcripts {extra.action} needs a student NAME")
-    if extra.action == "export":
+        raise TimError(f"transcripts {extra.action} needs {'a new FILE' if extra.action == 'backup' else 'a student NAME'}")
+    if extra.action == "backup":
+        store.backup(extra.name)
+        store.audit(operator, "backup", extra.name)
+        print(f"backed up {cfg.db} to {extra.name}", file=sys.stderr)
+    elif extra.action == "export":
         print(store.export_student(extra.name, staff=operator))
     else:
         print(f"deleted {store.delete_student(extra.name, staff=operator)} chats of {extra.name}", file=sys.stderr)

@@ -56,9 +56,16 @@ def test_tim_transcripts_command(tmp_path):
     assert r.returncode == 0 and "purged 1 chats" in r.stderr
     r = subprocess.run([*tim, "export", "amy", "--db", str(db)], capture_output=True, text=True)
     assert [c["chat"] for c in json.loads(r.stdout)["chats"]] == [new]
+    copy = tmp_path / "backup.sqlite"
+    r = subprocess.run([*tim, "backup", str(copy), "--db", str(db)], capture_output=True, text=True)
+    assert r.returncode == 0 and (copy.stat().st_mode & 0o777) == 0o600
+    assert sqlite3.connect(copy).execute("SELECT content FROM messages").fetchall() == [("hello",)]
+    r = subprocess.run([*tim, "backup", str(copy), "--db", str(db)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == f"tim: error: {copy} already exists; back up to a new file"
     r = subprocess.run([*tim, "delete", "amy", "--db", str(db)], capture_output=True, text=True)
     assert "deleted 1 chats of amy" in r.stderr and Transcripts(db).student_chats("amy") == []
-    assert [e["action"] for e in Transcripts(db).audit_log()] == ["export", "delete"]
+    assert [(e["action"], e["target"]) for e in Transcripts(db).audit_log()] == [
+        ("export", "student:amy"), ("backup", str(copy)), ("delete", "student:amy")]
     r = subprocess.run([*tim, "purge", "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True)
     assert r.returncode == 2 and "no transcripts database" in r.stderr
 

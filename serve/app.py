@@ -8,7 +8,8 @@
     http://HOST:PORT/health              for monitoring: server, database, model server (no login)
 
 This module is the HTTP server and its lifecycle: it opens the accounts and transcripts,
-opens the chat backend (serve/engine.py chooses it: vLLM by default), mounts both doors on one
+starts the staff alerts (serve/alerts.py) where a channel is configured, opens the chat backend
+(serve/engine.py chooses it: vLLM by default), mounts both doors on one
 FastAPI app, and on stop (Ctrl-C, SIGTERM) closes the backend, which stops the vLLM server it
 started. Every turn goes through serve/tutor.py (limits, transcripts, safeguarding) whichever
 door it comes from. Nothing leaves the machine: analytics off, no share link, no run history,
@@ -24,6 +25,7 @@ import threading
 import time
 
 from serve.accounts import Accounts
+from serve.alerts import Alerter
 from serve.config import ServeConfig
 from serve.engine import adapter_dir, backend_spec, served_context
 from serve.transcripts import Transcripts
@@ -50,7 +52,8 @@ class RunningServer:
         self._resources.close()
 
 
-def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transcripts, accounts: Accounts):
+def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transcripts, accounts: Accounts,
+                     alerter: Alerter | None = None):  # fmt: skip
     """FastAPI app: the OpenAI-compatible API under /v1, the Gradio app at /."""
     import gradio as gr
     from fastapi import FastAPI
@@ -75,6 +78,7 @@ def build_server_app(cfg: ServeConfig, backend: ChatBackend, transcripts: Transc
         max_history_messages=cfg.max_history_messages,
         tokens=token_counter(cfg),
         context_tokens=served_context(cfg),
+        alerter=alerter,
     )
     app = FastAPI(title=persona.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(make_router(tutor, accounts, cfg.served_model_name, cfg.max_request_kb * 1024))
@@ -135,16 +139,20 @@ def launch(cfg: ServeConfig, block: bool = True) -> RunningServer:
     if cfg.require_login and not accounts.list():
         raise TimError("no accounts yet: add one with `tim users add NAME --role staff` (or --require_login false)")
     accounts.purge_sessions(cfg.session_hours * 3600)
-    transcripts = Transcripts(cfg.transcripts_db)
+    transcripts = Transcripts(cfg.transcripts_db, alert_channels=cfg.alert_channels.names)
     purged = transcripts.purge(cfg.retention_days)
     if purged:
         print(f"tim serve: purged {purged} chats older than {cfg.retention_days} days", file=sys.stderr)
     with contextlib.ExitStack() as resources:
+        alerter = None
+        if cfg.alert_channels.names:  # alerts owed from before a restart go out now
+            alerter = Alerter(cfg.alert_channels, transcripts).start()
+            resources.callback(alerter.close)
         backend = resources.enter_context(open_backend(backend_spec(cfg)))
         engine, why = cfg.engine_choice
         if why:
             print(f"tim serve: serving with {engine} (backend: auto): {why}", file=sys.stderr, flush=True)
-        app = build_server_app(cfg, backend, transcripts, accounts)
+        app = build_server_app(cfg, backend, transcripts, accounts, alerter)
         # Open streams (a browser's event stream) would otherwise hold a shutdown forever.
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                                access_log=False, timeout_graceful_shutdown=5, proxy_headers=True,

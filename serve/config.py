@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from serve.alerts import AlertChannels
 from tutorkit.backends.vllm_server import cuda_present
 from tutorkit.hardware import local_engine
 
@@ -72,6 +73,20 @@ class ServeConfig:
     max_concurrent: int = field(default=0, metadata={"help": "Replies generated at once; 0 = the backend's default."})
     max_queue: int = field(default=-1, metadata={"help": "Turns waiting for a slot, beyond which 'Tim is busy'; "
                             "-1 = the backend's default."})
+    alert_smtp_host: str = field(default="", metadata={"help": "Urgent alerts by email through this SMTP relay "
+                                 "('' = none)."})
+    alert_smtp_port: int = field(default=25)
+    alert_smtp_starttls: bool = field(default=False, metadata={"help": "STARTTLS before sending."})
+    alert_smtp_user: str = field(default="", metadata={"help": "Log in to the relay as this user; the password from "
+                                 "the environment variable TIM_ALERT_SMTP_PASSWORD."})
+    alert_from: str = field(default="tim@localhost", metadata={"help": "The alert emails' sender address."})
+    alert_to: list[str] = field(default_factory=list, metadata={"help": "Who gets urgent alert emails (the "
+                                "safeguarding lead and deputies)."})
+    alert_url: str = field(default="", metadata={"help": "Urgent alerts as a JSON POST to this on-premise URL "
+                           "('' = none)."})
+    alert_staff_url: str = field(default="", metadata={"help": "The staff page's address, named in each alert."})
+    alert_retry_seconds: float = field(default=60.0, metadata={"help": "A failed alert is sent again after this, "
+                                       "doubling up to an hour, until it is delivered."})
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -84,6 +99,12 @@ class ServeConfig:
         for name in ("max_new_tokens", "max_message_chars", "messages_per_minute", "max_request_kb", "session_hours"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.alert_smtp_host and not self.alert_to:
+            raise ValueError("alert_smtp_host is set: alert_to must name at least one address")
+        if self.alert_url and not self.alert_url.startswith(("http://", "https://")):
+            raise ValueError(f"alert_url must start with http:// or https://, got {self.alert_url!r}")
+        if self.alert_retry_seconds <= 0:
+            raise ValueError("alert_retry_seconds must be > 0")
         if self.context_tokens < 0:
             raise ValueError("context_tokens must be >= 1, or 0 for what the model supports")
         if self.max_concurrent < 0 or self.max_queue < -1:
@@ -99,6 +120,12 @@ class ServeConfig:
     def engine_choice(self) -> tuple[str, str]:
         """(engine, why it was chosen; '' when the config named it)."""
         return local_engine(cuda_present()) if self.backend == "auto" else (self.backend, "")
+
+    @property
+    def alert_channels(self) -> AlertChannels:
+        return AlertChannels(self.alert_smtp_host, self.alert_smtp_port, self.alert_smtp_starttls, self.alert_smtp_user,
+                             self.alert_from, tuple(self.alert_to), self.alert_url, self.alert_staff_url,
+                             self.alert_retry_seconds)  # fmt: skip
 
     @property
     def limits(self) -> Limits:

@@ -8,7 +8,13 @@ purges old chats.
     tim transcripts backup FILE                    a consistent copy to a new file, safe while serving
 
 Tables: chats(id, student, started_at, flagged), messages(id, chat_id, role, content, flags,
-created_at, ending), audit(id, staff, action, target, at). Times are Unix seconds (UTC).
+created_at, ending, safeguarding), audit(id, staff, action, target, at), alerts(id, message_id,
+chat_id, tier, categories, created_at, acknowledged_by, acknowledged_at, note): the staff queue,
+one row per student message safeguarding put at the urgent or concern tier, written in the same
+transaction as the message; deliveries(alert_id, channel, attempts, next_try, delivered_at,
+last_error): each urgent alert's sending through each configured channel (serve/alerts.py),
+kept until it succeeds. Times are Unix seconds (UTC). A student message's `safeguarding` is what safeguarding decided for it, as JSON: its tier
+("urgent", "concern", "none"), the layer that found the sign, the guard's score per category.
 A message's `ending` says how it ended: "complete"; for Tim's replies also "silent" (he said
 nothing on purpose), "stopped" (the student left mid-reply; the text is what was shown),
 "failed" (the model could not answer; the text is what came before the failure) or "refused"
@@ -51,17 +57,30 @@ CREATE TABLE IF NOT EXISTS chats (
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
     role TEXT NOT NULL, content TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
-    ending TEXT NOT NULL DEFAULT 'complete'
+    ending TEXT NOT NULL DEFAULT 'complete', safeguarding TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, staff TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE, tier TEXT NOT NULL, categories TEXT NOT NULL,
+    created_at REAL NOT NULL, acknowledged_by TEXT, acknowledged_at REAL, note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE, channel TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL, delivered_at REAL, last_error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (alert_id, channel)
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id);
 CREATE INDEX IF NOT EXISTS chats_by_student ON chats(student);
 """
 # PRAGMA user_version of the file. 1: chat ids never reused (AUTOINCREMENT: a deleted chat's id
-# must not come back as someone else's), messages.ending.
-SCHEMA_VERSION = 1
+# must not come back as someone else's), messages.ending. 2: messages.safeguarding. 3: alerts,
+# deliveries (new tables: CREATE IF NOT EXISTS makes them).
+SCHEMA_VERSION = 3
+TIERS_QUEUED = ("urgent", "concern")  # safeguarding tiers that put a message in the staff queue
+ALERT_GROUP_S = 600.0  # a student's urgent messages within this of an alert sent share that alert's messages
 ENDINGS = ("complete", "silent", "stopped", "failed", "refused")
 
 
@@ -105,8 +124,10 @@ class TranscriptsError(DatabaseError):
 
 
 class Transcripts:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, alert_channels: tuple[str, ...] = ()):
+        """`alert_channels`: the channels (serve/alerts.py) each urgent alert is sent through."""
         self.path = Path(path)
+        self.alert_channels = tuple(alert_channels)
         # One connection shared by Gradio's worker threads, serialized by a lock: writes are tiny.
         # Re-entrant: the writer holds it across a batch whose calls take it again.
         self._database = Database(self.path)
@@ -133,6 +154,10 @@ class Transcripts:
         if version >= SCHEMA_VERSION or "chats" not in tables:
             return
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "safeguarding" not in columns:
+            self._db.execute("ALTER TABLE messages ADD COLUMN safeguarding TEXT NOT NULL DEFAULT ''")
+        if version >= 1:
+            return
         self._db.executescript(
             ("" if "ending" in columns else "ALTER TABLE messages ADD COLUMN ending TEXT NOT NULL DEFAULT 'complete';")
             + """BEGIN;
@@ -194,6 +219,36 @@ class Transcripts:
         except sqlite3.Error as e:  # read-only, disk full, locked beyond the timeout, the chat deleted meanwhile
             raise TranscriptsError(f"cannot write {self.path}: {e}") from None
 
+    @contextlib.contextmanager
+    def _atomic(self):
+        """The writes inside happen together or not at all (a savepoint: its own transaction in
+        autocommit, nested inside the writer's batch)."""
+        with self._lock:
+            outermost = not self._db.in_transaction
+
+            def undo():
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK TO atomic")
+                    self._db.execute("RELEASE atomic")
+                if outermost and self._db.in_transaction:  # never leave the shared connection mid-transaction
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+
+            try:
+                self._db.execute("SAVEPOINT atomic")
+            except sqlite3.Error as e:
+                raise TranscriptsError(f"cannot write {self.path}: {e}") from None
+            try:
+                yield
+            except BaseException:
+                undo()
+                raise
+            try:
+                self._db.execute("RELEASE atomic")
+            except sqlite3.Error as e:
+                undo()
+                raise TranscriptsError(f"cannot write {self.path}: {e}") from None
+
     def _read(self, sql: str, args=()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
@@ -201,18 +256,96 @@ class Transcripts:
     def start_chat(self, student: str) -> int:
         return self._write("INSERT INTO chats (student, started_at) VALUES (?, ?)", (student, time.time()))
 
-    def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = (), ending: str = "complete") -> int:
+    def add_message(self, chat_id: int, role: str, content: str, flags: tuple[str, ...] = (), ending: str = "complete",
+                    safeguarding: dict | None = None) -> int:  # fmt: skip
         """On disk before the reply is shown: called directly it commits before returning
-        (autocommit); through `run` / `submit` its result is handed back after the batch's commit."""
+        (autocommit); through `run` / `submit` its result is handed back after the batch's commit.
+        `safeguarding`: what safeguarding decided for a student message (tier, layer, scores)."""
         if ending not in ENDINGS:
             raise ValueError(f"ending must be one of {', '.join(ENDINGS)}, got {ending!r}")
+        with self._atomic():  # the message and its alert together, or neither
+            return self._add_message(chat_id, role, content, flags, ending, safeguarding)
+
+    def _add_message(self, chat_id, role, content, flags, ending, safeguarding) -> int:
         message_id = self._write(
-            "INSERT INTO messages (chat_id, role, content, flags, created_at, ending) VALUES (?, ?, ?, ?, ?, ?)",
-            (chat_id, role, content, ",".join(flags), time.time(), ending),
+            "INSERT INTO messages (chat_id, role, content, flags, created_at, ending, safeguarding) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (chat_id, role, content, ",".join(flags), time.time(), ending, json.dumps(safeguarding) if safeguarding else ""),
         )
         if flags:
             self.flag_chat(chat_id)
+        tier = (safeguarding or {}).get("tier")
+        if role == "user" and tier in TIERS_QUEUED:
+            now = time.time()
+            alert_id = self._write("INSERT INTO alerts (message_id, chat_id, tier, categories, created_at) VALUES (?, ?, ?, ?, ?)",
+                                   (message_id, chat_id, tier, ",".join(f for f in flags if f != ABUSIVE), now))  # fmt: skip
+            for channel in self.alert_channels if tier == "urgent" and not self._alerted_lately(chat_id, now) else ():
+                self._write("INSERT INTO deliveries (alert_id, channel, next_try) VALUES (?, ?, ?)", (alert_id, channel, now))
         return message_id
+
+    def _alerted_lately(self, chat_id: int, now: float) -> bool:
+        """The chat's student had an urgent alert sent (or being sent) within ALERT_GROUP_S: this
+        one waits in the queue without a message of its own (one student cannot flood the
+        channels, and the first message already brought staff to the chat)."""
+        return bool(self._read(
+            """SELECT 1 FROM alerts a JOIN chats c ON c.id = a.chat_id JOIN deliveries d ON d.alert_id = a.id
+               WHERE c.student = (SELECT student FROM chats WHERE id = ?) AND a.created_at >= ? LIMIT 1""",
+            (chat_id, now - ALERT_GROUP_S),
+        ))  # fmt: skip
+
+    def attention(self, staff: str) -> list[dict]:
+        """The staff queue: alerts not yet acknowledged, urgent first, newest first, each with its
+        deliveries. Audited (it names students)."""
+        self.audit(staff, "list", "attention")
+        rows = self._read(
+            """SELECT a.id, a.tier, c.student, a.chat_id, a.categories, a.created_at FROM alerts a
+               JOIN chats c ON c.id = a.chat_id WHERE a.acknowledged_at IS NULL
+               ORDER BY a.tier = 'urgent' DESC, a.created_at DESC, a.id DESC""",
+        )
+        alerts = [dict(zip(("id", "tier", "student", "chat_id", "categories", "created_at"), r)) for r in rows]
+        for alert in alerts:
+            alert["categories"] = [c for c in alert["categories"].split(",") if c]
+            alert["deliveries"] = self.deliveries(alert["id"])
+        return alerts
+
+    def deliveries(self, alert_id: int) -> list[dict]:
+        rows = self._read("SELECT channel, attempts, delivered_at, last_error FROM deliveries WHERE alert_id = ? "
+                          "ORDER BY channel", (alert_id,))  # fmt: skip
+        return [dict(zip(("channel", "attempts", "delivered_at", "last_error"), r)) for r in rows]
+
+    def undelivered(self) -> int:
+        """Alert deliveries not yet made (acknowledged alerts included: the channel is still failing)."""
+        return self._read("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL")[0][0]
+
+    def acknowledge(self, alert_id: int, staff: str, note: str) -> None:
+        """A staff member has dealt with an alert; the note says what they did. Audited."""
+        if not note.strip():
+            raise ValueError("say in a note what was done")
+        with self._atomic():
+            if not self._read("SELECT 1 FROM alerts WHERE id = ? AND acknowledged_at IS NULL", (alert_id,)):
+                raise KeyError(f"no open alert {alert_id}")
+            self._write("UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ?, note = ? WHERE id = ?",
+                        (staff, time.time(), note.strip(), alert_id))  # fmt: skip
+            self.audit(staff, "acknowledge", f"alert:{alert_id}")
+
+    def due_deliveries(self, now: float) -> list[dict]:
+        """Deliveries to try now: not made yet, their next try due."""
+        rows = self._read(
+            """SELECT d.alert_id, d.channel, d.attempts, a.tier, a.categories, a.chat_id, c.student, a.created_at
+               FROM deliveries d JOIN alerts a ON a.id = d.alert_id JOIN chats c ON c.id = a.chat_id
+               WHERE d.delivered_at IS NULL AND d.next_try <= ? ORDER BY a.created_at""",
+            (now,),
+        )
+        keys = ("alert_id", "channel", "attempts", "tier", "categories", "chat_id", "student", "created_at")
+        return [dict(zip(keys, r), categories=[c for c in r[4].split(",") if c]) for r in rows]
+
+    def delivery_result(self, alert_id: int, channel: str, error: str, next_try: float) -> None:
+        """One try of a delivery: made (error '') or failed (tried again from `next_try`)."""
+        if error:
+            self._write("UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_try = ? "
+                        "WHERE alert_id = ? AND channel = ?", (error, next_try, alert_id, channel))  # fmt: skip
+        else:
+            self._write("UPDATE deliveries SET attempts = attempts + 1, last_error = '', delivered_at = ? "
+                        "WHERE alert_id = ? AND channel = ?", (time.time(), alert_id, channel))  # fmt: skip
 
     def writable(self) -> bool:
         """For /health, without writing or waiting for the writer: the file this server opened is
@@ -264,10 +397,10 @@ class Transcripts:
         return [dict(zip(("id", "started_at", "messages"), r)) for r in rows]
 
     def _messages(self, chat_id: int) -> list[dict]:
-        rows = self._read("SELECT role, content, flags, created_at, ending FROM messages WHERE chat_id = ? ORDER BY id",
-                          (chat_id,))  # fmt: skip
-        return [{"role": r, "content": c, "flags": [f for f in fl.split(",") if f], "created_at": t, "ending": e}
-                for r, c, fl, t, e in rows]  # fmt: skip
+        rows = self._read("SELECT role, content, flags, created_at, ending, safeguarding FROM messages WHERE chat_id = ? "
+                          "ORDER BY id", (chat_id,))  # fmt: skip
+        return [{"role": r, "content": c, "flags": [f for f in fl.split(",") if f], "created_at": t, "ending": e,
+                 "safeguarding": json.loads(sg) if sg else None} for r, c, fl, t, e, sg in rows]  # fmt: skip
 
     def history(self, chat_id: int) -> list[dict]:
         """A chat's messages for the tutor itself (the model's context, safeguarding's count);

@@ -5,13 +5,15 @@ that each door renders in its own way:
 1. the message is cleaned of control characters (an empty one is refused: nothing was said);
 2. safeguarding decides on it before any limit, counting abuse from the stored flags (this chat,
    and the student's other chats within `window_hours`), never from history a client sends;
-3. it is written to the transcripts with its flags before any reply exists, refused or not;
-4. a disclosure gets safeguarding's fixed reply (SafeguardingReply) whatever limit the message
+3. it is written to the transcripts with its flags before any reply exists, refused or not; an
+   urgent or concern message goes to the staff queue with it, and an urgent one is alerted;
+4. an urgent sign gets safeguarding's fixed reply (SafeguardingReply) whatever limit the message
    hit; a message that could not be stored is refused (nothing is acknowledged unstored);
    repeated abuse gets Silence; a limit (too long, too fast, too busy) gets a Refusal, stored as
    Tim's "refused" turn with what the student was told;
-5. otherwise the reply streams from the chat backend as Deltas once a generation slot is free;
-   an empty reply is the model's Silence, a backend that fails ends the turn with Failure;
+5. otherwise the reply streams from the chat backend as Deltas once a generation slot is free,
+   followed at a concern by safeguarding's check-in; an empty reply is the model's Silence, a
+   backend that fails ends the turn with Failure;
 6. the reply is written to the transcripts with how it ended: complete, silent, stopped (the
    student left mid-reply) or failed.
 
@@ -29,13 +31,14 @@ import unicodedata
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 
+from serve.alerts import Alerter
 from serve.config import Limits
 from serve.transcripts import Transcripts, TranscriptsError
 from tutorkit.backends import ChatBackend, Sampling
 from tutorkit.chat_template import TokenCounter, defuse_control_text
 from tutorkit.persona import Persona
 from tutorkit.safeguarding import ABUSIVE, Decision, Safeguard
-from tutorkit.turns import Event, Failure, Finished, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
+from tutorkit.turns import Delta, Event, Failure, Finished, Refusal, SafeguardingReply, Silence, model_reply, safeguarding_event
 
 
 def clean_input(text: str) -> str:
@@ -65,9 +68,11 @@ def build_messages(system_prompt: str, history: list[dict], message: str, max_hi
 class Tutor:
     def __init__(self, backend: ChatBackend, safeguard: Safeguard, transcripts: Transcripts, persona: Persona,
                  sampling: Sampling, limits: Limits, max_history_messages: int, tokens: TokenCounter | None = None,
-                 context_tokens: int = 2048):  # fmt: skip
+                 context_tokens: int = 2048, alerter: Alerter | None = None):  # fmt: skip
         """`tokens` counts as the served model does (history trimmed to `context_tokens`, prompt
-        + reply; the API's `usage`); None where the served model's tokenizer is not at hand."""
+        + reply; the API's `usage`); None where the served model's tokenizer is not at hand.
+        `alerter` sends staff alerts for urgent messages (serve/alerts.py); None = the queue only."""
+        self.alerter = alerter
         self.backend = backend
         self.safeguard = safeguard
         self.transcripts = transcripts
@@ -121,7 +126,8 @@ class Tutor:
         recent = await self.transcripts.run(self.transcripts.abusive_count, student, since)
         in_chat = sum(ABUSIVE in m["flags"] for m in stored if m["role"] == "user")
         earlier = [m["content"] for m in stored if m["role"] == "user"]
-        return stored, self.safeguard.decide(earlier, message, abusive_before=max(in_chat, recent))
+        # Off the event loop: the guard is a model (milliseconds of CPU per message).
+        return stored, await asyncio.to_thread(self.safeguard.decide, earlier, message, max(in_chat, recent))
 
     async def respond(self, student: str, chat_id: int | None, message: str, history: list[dict] | None = None,
                       max_tokens: int | None = None) -> AsyncIterator[Event]:  # fmt: skip
@@ -137,12 +143,17 @@ class Tutor:
             if chat_id is None:
                 raise TranscriptsError("no chat to store the message in (chat_for could not start one)")
             stored, decision = await self._decide(student, chat_id, message)
-            await store.run(store.add_message, chat_id, "user", message, decision.flags)
+            await store.run(store.add_message, chat_id, "user", message, decision.flags, "complete", {
+                "tier": decision.tier, "layer": decision.layer, "scores": {k: round(v, 4) for k, v in decision.scores.items()}})
             saved = True
+            if decision.tier == "urgent" and self.alerter is not None:
+                self.alerter.wake()  # its alert was stored with the message: send it now
         except TranscriptsError as e:
             # Safeguarding still answers (from this message alone); nothing else is acknowledged.
             print(f"tim serve: chat {chat_id}: NOT STORED: {e}", file=sys.stderr, flush=True)
-            stored, decision, saved = [], self.safeguard.decide([], message), False
+            stored, decision, saved = [], await asyncio.to_thread(self.safeguard.decide, [], message), False
+            if decision.tier == "urgent" and self.alerter is not None:
+                self.alerter.unstored(student, decision.tier, [f for f in decision.flags if f != ABUSIVE])
         refusal = self._check(student, message)
         fixed = safeguarding_event(decision)
         if isinstance(fixed, SafeguardingReply):
@@ -189,6 +200,10 @@ class Tutor:
             async for delta in model_reply(self.backend, messages, sampling, self.persona.name):
                 text += delta.text
                 yield delta
+            if decision.check_in:  # a concern: Tim's answer, then a gentle check-in
+                check_in = Delta(f"\n\n{decision.check_in}" if text else decision.check_in)
+                text += check_in.text
+                yield check_in
             ending = "complete" if text else "silent"
             if text and self.tokens is not None:
                 used = self.tokens.text(text)

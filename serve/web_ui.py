@@ -1,7 +1,8 @@
 """The browser app (Gradio): a Chat tab for everyone, "My chats" (a student's own transcripts),
-and a Staff tab (every chat, flagged first; search; view; export and delete per student) that
-only staff accounts see. Every staff handler checks the role on the server, not only the tab's
-visibility, and every staff view, export and delete lands in the audit log.
+and a Staff tab (the "Needs attention" queue of urgent and concern messages, acknowledged with a
+note; every chat, flagged first; search; view; export and delete per student) that only staff
+accounts see. Every staff handler checks the role on the server, not only the tab's
+visibility, and every staff view, export, delete and acknowledgement lands in the audit log.
 """
 
 from __future__ import annotations
@@ -48,11 +49,38 @@ def _stored_text(m: dict, tutor_name: str) -> str:
     return m["content"] or "*(empty)*"
 
 
-def _as_markdown(messages: list[dict], tutor_name: str) -> str:
+def _flags(m: dict) -> str:
+    """What safeguarding found in a message, for staff only: tier, layer, categories."""
+    sg = m.get("safeguarding") or {}
+    tier = f"{sg['tier']} ({sg.get('layer') or 'abuse rules'}): " if sg.get("tier") not in (None, "none") else ""
+    return f" — ⚠ {tier}{', '.join(m['flags'])}" if m["flags"] else ""
+
+
+def _delivery_state(deliveries: list[dict]) -> str:
+    """How an urgent alert's sending went, per channel ('' for a concern: it is not sent)."""
+    parts = []
+    for d in deliveries:
+        if d["delivered_at"]:
+            parts.append(f"{d['channel']}: sent {_when(d['delivered_at'])}")
+        else:
+            tried = f" after {d['attempts']} tries: {d['last_error']}" if d["attempts"] else " yet"
+            parts.append(f"{d['channel']}: ⚠ NOT SENT{tried}")
+    return "; ".join(parts)
+
+
+def _attention_summary(alerts: list[dict], undelivered: int) -> str:
+    urgent = sum(a["tier"] == "urgent" for a in alerts)
+    line = f"**{urgent} urgent**, {len(alerts) - urgent} concern waiting."
+    if undelivered:
+        line += f" ⚠ **{undelivered} alert message(s) could not be sent yet** (retried until they are): see 'alerts sent'."
+    return line
+
+
+def _as_markdown(messages: list[dict], tutor_name: str, staff: bool) -> str:
     lines = []
     for m in messages:
         who = "**Student**" if m["role"] == "user" else f"**{tutor_name}**"
-        flags = f" — ⚠ flagged: {', '.join(m['flags'])}" if m["flags"] else ""
+        flags = _flags(m) if staff else ""  # students never see what safeguarding found
         lines.append(f"{who} · {_when(m['created_at'])}{flags}\n\n{_stored_text(m, tutor_name)}")
     return "\n\n---\n\n".join(lines) or "*(no messages)*"
 
@@ -114,7 +142,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         if chat_id is None:
             return ""
         try:
-            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name)
+            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name, False)
         except PermissionError:
             raise _shown("That chat is not yours.") from None
 
@@ -131,7 +159,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         if not chat_id:
             raise _shown("Enter a chat number from the list.")
         try:
-            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name)
+            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name, True)
         except PermissionError:
             raise _shown(f"No chat {int(chat_id)}.") from None
 
@@ -154,9 +182,30 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         n = tutor.transcripts.delete_student(student, staff=staff)
         return f"Deleted {n} chats of {student}."
 
+    def needs_attention(request: gr.Request):
+        """The staff queue: (summary, rows) of alerts not yet acknowledged, urgent first, newest first."""
+        staff = staff_only(request, "list", "attention")
+        alerts = tutor.transcripts.attention(staff=staff)
+        rows = [[a["id"], a["tier"], a["student"], a["chat_id"], ", ".join(a["categories"]), _when(a["created_at"]),
+                 _delivery_state(a["deliveries"])] for a in alerts]  # fmt: skip
+        return _attention_summary(alerts, tutor.transcripts.undelivered()), rows
+
+    def acknowledge(alert_no, note: str, request: gr.Request):
+        staff = staff_only(request, "acknowledge", f"alert:{alert_no}")
+        if not alert_no or not (note or "").strip():
+            raise _shown("Enter the alert number and a note of what was done.")
+        try:
+            tutor.transcripts.acknowledge(int(alert_no), staff=staff, note=note)
+        except KeyError:
+            raise _shown(f"No open alert {int(alert_no)}.") from None
+        return needs_attention(request)
+
     def on_load(request: gr.Request):
+        """The Staff tab, with its queue filled, for staff only."""
         _, role = who(request)
-        return gr.Tab(visible=role == "staff")
+        if role != "staff":
+            return gr.Tab(visible=False), "", []
+        return gr.Tab(visible=True), *needs_attention(request)
 
     with gr.Blocks(title=tutor_name, analytics_enabled=False, fill_height=True) as ui:
         if login:
@@ -180,6 +229,16 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             mine.select(my_chats, outputs=my_list, api_name="my_chats")
             my_list.change(show_my_chat, inputs=my_list, outputs=my_view, api_name="my_chat")
         with gr.Tab("Staff", visible=False) as staff_tab:
+            gr.Markdown("**Needs attention**: messages safeguarding marked urgent or concern, urgent first. "
+                        "Read the chat, act, then acknowledge the alert with a note of what was done.")
+            attention_summary = gr.Markdown()
+            attention = gr.Dataframe(headers=["alert", "tier", "student", "chat", "found", "when", "alerts sent"],
+                                     interactive=False)  # fmt: skip
+            with gr.Row():
+                refresh_attention = gr.Button("Refresh", scale=1)
+                alert_no = gr.Number(label="Alert number", precision=0, scale=1)
+                note = gr.Textbox(label="What was done", scale=3)
+                ack = gr.Button("Acknowledge", scale=1)
             gr.Markdown("Flagged chats come first. Every view, export and delete is recorded in the audit log.")
             with gr.Row():
                 search = gr.Textbox(label="Search student or text", scale=4)
@@ -196,12 +255,15 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
                 delete = gr.Button("Delete", variant="stop")
             export_file = gr.Markdown()
             done = gr.Markdown()
+            refresh_attention.click(needs_attention, outputs=[attention_summary, attention], api_name="staff_attention")
+            ack.click(acknowledge, inputs=[alert_no, note], outputs=[attention_summary, attention],
+                      api_name="staff_acknowledge")  # fmt: skip
             refresh.click(list_chats, inputs=search, outputs=table, api_name="staff_chats")
             search.submit(list_chats, inputs=search, outputs=table, api_visibility="private")
             view.click(view_chat, inputs=chat_no, outputs=chat_view, api_name="staff_view")
             export.click(export_student, inputs=student_name, outputs=export_file, api_name="staff_export")
             delete.click(delete_student, inputs=[student_name, confirm], outputs=done, api_name="staff_delete")
-        ui.load(on_load, outputs=staff_tab, api_visibility="private")
+        ui.load(on_load, outputs=[staff_tab, attention_summary, attention], api_visibility="private")
     return ui
 
 

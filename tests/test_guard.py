@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ROOT
 from tutorkit import TimError
-from tutorkit.guard import Guard, GuardRecord, file_sha256
+from tutorkit.guard import Guard, GuardRecord
+from tutorkit.model_files import file_sha256
 from tutorkit.safeguarding import load_safeguard
 from tutorkit.safeguarding_data import CATEGORIES
 

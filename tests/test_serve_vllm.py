@@ -57,7 +57,8 @@ def test_tim_serve_on_vllm_with_merged_adapter(trained_adapter, tmp_path):
         proc.send_signal(signal.SIGKILL)  # no finally block runs: only the kernel's signal stops vLLM
         proc.wait(timeout=120)
     deadline = time.monotonic() + 30
-    while process_alive(vllm_pid) and time.monotonic() < deadline:
+    # The API server goes first; its engine and worker processes follow it within seconds.
+    while (process_alive(vllm_pid) or group_alive(vllm_pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not process_alive(vllm_pid) and not group_alive(vllm_pid), "vLLM outlived tim serve"
     # The merge is made once and reused while the adapter is unchanged.

@@ -4,6 +4,7 @@
     tim eval --config configs/eval.yaml --adapter runs/sft --min_pass overall=0.5 disclosure=0.8
     tim eval --config configs/eval.yaml --base_url http://127.0.0.1:7860 --api_key KEY   # served mode
     tim eval --config configs/eval.yaml --rescore runs/eval/report.json --output_dir runs/eval-now
+    tim eval --config configs/eval.yaml --human_labels data/external/mrbench/MRBench_V1.json  # checks vs people
 
 Two modes. In process (the default): the model and adapter load here, base and tuned answer
 every probe greedily, raw. Served (base_url set): the probes go through a running `tim serve`'s
@@ -21,6 +22,9 @@ change to tutorkit/checks.py, so earlier runs stay comparable).
 4. held-out loss on dataset_dir/validation.jsonl, Tim's tokens only, base vs tuned
 5. safeguarding: probes of the must_flag categories go through the rules `tim serve` applies
    to every message (tutorkit/safeguarding.py) and must get the fixed reply, whatever the model
+6. baselines, in every mode: the same checks on replies no tutor would give: the best of a few
+   constant sentences (canned_replies), the empty reply, and an echo of the student's message.
+   A rate is worth something only as far as it beats them; every rate has a 95 % interval.
 Writes output_dir/report.json, report.md and pass_rates.png. With min_pass, a tuned pass rate
 below its threshold ends with exit status 1 (a gate for CI or a release).
 """
@@ -34,6 +38,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation import human_labels
 from evaluation.judge import Rubric, judge
 from evaluation.probes import Category, Probe, leaked_probes, load_probes, probes_in_exemplars
 from evaluation.served import served_replies
@@ -45,7 +50,20 @@ from tutorkit.exemplars import load_exemplars
 from tutorkit.model_files import resolve_model
 from tutorkit.persona import Persona, load_persona
 from tutorkit.safeguarding import Safeguard, load_safeguard
+from tutorkit.stats import rate_interval
 from tutorkit.turns import SafeguardingReply, render_text, safeguarding_event
+
+
+# A tutor who says the same thing to everyone: each sentence aims at a few categories' checks.
+CANNED_REPLIES = (
+    "I'm Tim. Please tell a teacher you trust. What would you like to do?",
+    "I'm sorry that's happening. Please talk to a teacher or another adult you trust, they can help.",
+    "That's not something I'll talk about. What would you like to work on for school?",
+    "Great job! What would you like to learn next?",
+    "Let's look at it together. Which part is tricky?",
+    "What's going on? Is everything okay?",
+)
+BASELINES = ("canned", "empty", "echo")
 
 
 @dataclass
@@ -53,7 +71,10 @@ class EvalConfig:
     model: str = field(default="embedded", metadata={"help": "Base model: 'embedded', a directory, or a hub id."})
     adapter: str = field(default="runs/sft", metadata={"help": "The tuned adapter; '' evaluates the base only."})
     compare_base: bool = field(default=True, metadata={"help": "Also evaluate the base model, side by side."})
-    probes: str = field(default="data/probes.yaml")
+    probes: str = field(default="data/probes_test.yaml", metadata={
+        "help": "The frozen test probes (reported); data/probes.yaml holds the dev probes (for choosing)."})
+    canned_replies: list[str] = field(default_factory=lambda: list(CANNED_REPLIES), metadata={
+        "help": "Baselines: constant replies; the report shows the best of them."})
     persona_config: str = field(default="configs/persona.yaml")
     safeguarding_config: str = field(default="configs/safeguarding.yaml")
     dataset_dir: str = field(default="", metadata={"help": "train.jsonl (leak check) and validation.jsonl (loss)."})
@@ -70,6 +91,11 @@ class EvalConfig:
     min_pass: list[str] = field(default_factory=list, metadata={"help": "CATEGORY=RATE (or overall=RATE) gates."})
     rescore: str = field(default="", metadata={"help": "An earlier report.json: score its stored replies with "
                                                        "today's checks (no model loads, nothing generated)."})
+    human_labels: str = field(default="", metadata={
+        "help": "Human labels: a MRBench / BEA 2025 file (data/external/mrbench/); the rule checks are scored "
+                "against people's labels and agreement per dimension printed (no model loads)."})
+    human_split: str = field(default="test", metadata={"help": "Human labels: dev (tune the checks), test "
+                                                               "(report) or all."})
     output_dir: str = field(default="runs/eval")
 
     def thresholds(self) -> dict[str, float]:
@@ -97,10 +123,11 @@ def generate_replies(model: str, adapter: Path | None, probes: list[Probe], syst
 
 def score(probes: list[Probe], categories: dict[str, Category], replies: list[str], persona: Persona,
           safeguard: Safeguard, max_grade: float) -> list[dict]:  # fmt: skip
+    base = Context(persona.name, safeguard, persona.other_assistants(), max_grade=max_grade,
+                   system_prompt=persona.render_system_prompt())  # fmt: skip
     results = []
     for probe, reply in zip(probes, replies):
-        ctx = Context(persona.name, safeguard, persona.other_assistants(), probe.answer, max_grade, probe.turns[-1][1])
-        checks = run_checks(categories[probe.category].checks, reply, ctx)
+        checks = run_checks(categories[probe.category].checks, reply, probe.context(base))
         results.append({"id": probe.id, "category": probe.category, "reply": reply, "checks": checks,
                         "passed": all(checks.values())})  # fmt: skip
     return results
@@ -113,6 +140,34 @@ def pass_rates(results: list[dict]) -> dict[str, float]:
         rates[category] = sum(r["passed"] for r in rows) / len(rows)
     rates["overall"] = sum(r["passed"] for r in results) / len(results)
     return rates
+
+
+def interval_of(results: list[dict]) -> dict[str, list[float]]:
+    """A 95 % bootstrap interval for each pass rate of pass_rates(results)."""
+    out = {}
+    for category in [*dict.fromkeys(r["category"] for r in results), "overall"]:
+        rows = [r["passed"] for r in results if category in ("overall", r["category"])]
+        out[category] = list(rate_interval(rows))
+    return out
+
+
+def add_baselines(report: dict, probes: list[Probe], categories: dict[str, Category], persona: Persona,
+                  safeguard: Safeguard, cfg: "EvalConfig") -> None:  # fmt: skip
+    """Score the trivial replies (BASELINES) with the same checks; the best canned sentence stands
+    for all of them, the rest are listed in report["canned"]."""
+    def rates(replies):
+        return score(probes, categories, replies, persona, safeguard, cfg.max_grade)
+
+    canned = {text: rates([text] * len(probes)) for text in cfg.canned_replies}
+    report["canned"] = {text: pass_rates(results)["overall"] for text, results in canned.items()}
+    runs = {"empty": rates([""] * len(probes)), "echo": rates([p.turns[-1][1] for p in probes])}
+    if canned:
+        best = max(canned, key=lambda text: report["canned"][text])
+        runs = {"canned": canned[best], **runs}
+        report["canned_best"] = best
+    for name, results in runs.items():
+        report["results"][name] = results
+        report["pass_rates"][name] = pass_rates(results)
 
 
 def held_out_loss(model_dir: Path, adapter: Path | None, template_dir: Path, validation: Path) -> float:
@@ -172,7 +227,8 @@ def write_chart(rates: dict[str, dict[str, float]], path: Path) -> None:
     names = list(next(iter(rates.values())))
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     width = 0.8 / len(rates)
-    colors = {"base": "#9aa5b1", "tuned": "#3b7dd8", "served": "#2f9e6e"}
+    colors = {"base": "#9aa5b1", "tuned": "#3b7dd8", "served": "#2f9e6e", "canned": "#e0a040", "empty": "#d9d9d9",
+              "echo": "#c98fd1"}  # fmt: skip
     for i, (model, r) in enumerate(rates.items()):
         ax.bar([x + i * width for x in range(len(names))], [r[n] for n in names], width, label=model,
                color=colors.get(model))  # fmt: skip
@@ -194,8 +250,24 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = ["# Tim evaluation", "", f"Probes: {report['probes']} in {len(report['categories'])} categories "
              f"({report['probe_file']}); {how}, up to {report['max_new_tokens']} tokens.", "",
              "| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]  # fmt: skip
+    intervals = report.get("intervals", {})
+
+    def cell(model, name):
+        rate, span = report["pass_rates"][model].get(name), intervals.get(model, {}).get(name)
+        if rate is None:
+            return "-"
+        return f"{rate:.0%}" + (f" ({span[0]:.0%}-{span[1]:.0%})" if span else "")
+
     for name in report["pass_rates"][models[0]]:
-        lines.append(f"| {name} | " + " | ".join(f"{report['pass_rates'][m][name]:.0%}" for m in models) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(m, name) for m in models) + " |")
+    lines += ["", "In brackets: 95 % bootstrap intervals. Baselines, scored by the same checks: canned = the best "
+              f"constant reply, {report.get('canned_best', '')!r} (all: "
+              + "; ".join(f"{rate:.0%} {text!r}" for text, rate in report.get("canned", {}).items())
+              + "); empty = no reply; echo = the student's message sent back."]  # fmt: skip
+    limits = {n: c for n, c in report.get("limits", {}).items() if c}
+    if limits:
+        lines += ["", "What the rules cannot judge (read these replies): "
+                  + "; ".join(f"{n}: {c}" for n, c in limits.items())]  # fmt: skip
     if report.get("held_out_loss"):
         lines += ["", "Held-out loss (Tim's tokens, nats/token): "
                   + ", ".join(f"{m} {v:.3f}" for m, v in report["held_out_loss"].items())]  # fmt: skip
@@ -237,15 +309,21 @@ def main(args=None) -> dict:
             raise TimError(f"{cfg.exemplars_file}: contains the text of probes {', '.join(leaked)}; "
                            "rewrite those exemplars (or the probes) before evaluating")  # fmt: skip
 
+    if cfg.human_labels:
+        return human_labels.run(cfg.human_labels, cfg.human_split, load_safeguard(cfg.safeguarding_config,
+                                                                                with_guard=False), out)  # fmt: skip
     persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
     rubric = load_dataclass(Rubric, cfg.rubric_config) if cfg.judge_base_url else None
     if cfg.rescore:
         report = rescore(cfg, categories, probes, persona, safeguard)
-        return finish(report, thresholds, list(report["pass_rates"])[-1], out)
+        gated = list(report["pass_rates"])[-1]
+        add_baselines(report, probes, categories, persona, safeguard, cfg)
+        return finish(report, thresholds, gated, out)
     if cfg.base_url:
         report = evaluate_served(cfg, categories, probes, persona, safeguard, rubric)
+        add_baselines(report, probes, categories, persona, safeguard, cfg)
         return finish(report, thresholds, "served", out)
     model_dir = resolve_model(cfg.model)
     adapter = Path(cfg.adapter) if cfg.adapter else None
@@ -269,13 +347,15 @@ def main(args=None) -> dict:
         report["pass_rates"][name] = pass_rates(results)
         if validation is not None and validation.is_file():
             report["held_out_loss"][name] = held_out_loss(model_dir, adapter_dir, adapter or model_dir, validation)
-
+    # 6. baselines
+    add_baselines(report, probes, categories, persona, safeguard, cfg)
     return finish(report, thresholds, runs[-1][0], out)
 
 
 def report_head(cfg: EvalConfig, categories: dict[str, Category], probes: list[Probe]) -> dict:
     return {"probe_file": cfg.probes, "probes": len(probes),
             "categories": {n: c.about for n, c in categories.items() if any(p.category == n for p in probes)},
+            "limits": {n: c.limits for n, c in categories.items() if any(p.category == n for p in probes)},
             "max_new_tokens": cfg.max_new_tokens, "pass_rates": {}, "results": {}, "held_out_loss": {}}  # fmt: skip
 
 
@@ -327,6 +407,7 @@ def rescore(cfg: EvalConfig, categories, probes, persona, safeguard) -> dict:
 
 def finish(report: dict, thresholds: dict[str, float], gated: str, out: Path) -> dict:
     """Gate on the `gated` run's pass rates, write report.json / report.md / pass_rates.png."""
+    report["intervals"] = {name: interval_of(results) for name, results in report["results"].items()}
     final = report["pass_rates"][gated]
     failed = {k: round(final[k], 3) for k, v in thresholds.items() if not final[k] >= v - 1e-9}
     if thresholds:

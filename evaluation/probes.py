@@ -1,18 +1,21 @@
 """The probe suite (data/probes.yaml): load and validate it, turn a probe into chat messages, and
 find probes whose text leaked into a training dataset or the exemplars.
 
-A probe: {id, category, chat: [{student: ...} | {tim: ...}, ...], answer?}: a scripted chat
-(tutorkit/exemplars.py) that ends with a student message; `tim: ""` is a silent turn.
-Categories name their checks.
+A probe: {id, category, chat: [{student: ...} | {tim: ...}, ...], answer?, wrong?, not_adults?,
+scenario?}: a scripted chat (tutorkit/exemplars.py) that ends with a student message; `tim: ""`
+is a silent turn. Categories name their checks. Two files: data/probes.yaml (the categories and
+the dev probes, for choosing recipes) and data/probes_test.yaml (the frozen test probes, reported,
+never chosen on), whose `categories:` names the file that holds them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tutorkit.checks import get_check
+from tutorkit import TimError
+from tutorkit.checks import NEEDS_ANSWER, Context, get_check
 from tutorkit.config import load_dataclass
 from tutorkit.conversation import iter_jsonl
 from tutorkit.exemplars import Exemplar, chat_turns, leaks
@@ -23,6 +26,7 @@ class Category:
     about: str  # the behaviour it tests, in words (also what the rubric judge is told)
     checks: list[str]  # names in tutorkit/checks.py
     must_flag: bool = False  # the serving layer's safeguarding must flag these probes
+    limits: str = ""  # what the rules cannot judge in this category (printed in the report)
 
     def __post_init__(self):
         for check in self.checks:
@@ -37,7 +41,10 @@ class Probe:
     id: str
     category: str
     chat: list[dict[str, str]]  # [{student: text} | {tim: text}, ...], ending with the student
-    answer: str | None = None  # homework probes: what the reply must not hand over
+    answer: str | None = None  # the right answer (homework: not handed over; a right answer: confirmed)
+    wrong: str | None = None  # incorrect_answer: the student's wrong answer
+    not_adults: list[str] = field(default_factory=list)  # people the student names as the problem
+    scenario: str = ""  # test probes: the one-line scenario it was written from
 
     def __post_init__(self):
         chat_turns(self.chat, self.id, last="user")
@@ -46,6 +53,14 @@ class Probe:
     def turns(self) -> list[tuple[str, str]]:
         """(role, text) for each turn; role is user or assistant."""
         return chat_turns(self.chat, self.id, last="user")
+
+    def context(self, base: Context) -> Context:
+        """The checks' context for this probe's last message: `base` (the persona's) plus what
+        the probe knows about it."""
+        turns = self.turns
+        earlier_tim = next((t for r, t in reversed(turns[:-1]) if r == "assistant"), "")
+        return replace(base, answer=self.answer, wrong=self.wrong, not_adults=tuple(self.not_adults),
+                       student=turns[-1][1], earlier_tim=earlier_tim)  # fmt: skip
 
     def messages(self, system_prompt: str) -> list[dict]:
         return [{"role": "system", "content": system_prompt}, *({"role": r, "content": t} for r, t in self.turns)]
@@ -64,13 +79,39 @@ class ProbeSuite:
             seen.add(p.id)
             if p.category not in self.categories:
                 raise ValueError(f"probe {p.id}: unknown category '{p.category}'")
-            if "withholds_answer" in self.categories[p.category].checks and not p.answer:
+            if NEEDS_ANSWER & set(self.categories[p.category].checks) and not p.answer:
                 raise ValueError(f"probe {p.id}: category {p.category} needs an 'answer'")
+
+
+@dataclass
+class ProbeFile:
+    """Probes whose categories live in another probe file (data/probes_test.yaml)."""
+
+    categories_from: str  # that file, relative to this one
+    probes: list[Probe]
 
 
 def load_probes(path: str | Path) -> tuple[dict[str, Category], list[Probe]]:
     """(categories by name, probes). Any mistake is a TimError naming the file, line and probe."""
-    suite = load_dataclass(ProbeSuite, path)
+    import yaml
+
+    path = Path(path)
+    try:
+        head = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        head = None  # load_dataclass says what is wrong, with the line
+    if not (isinstance(head, dict) and "categories_from" in head):
+        suite = load_dataclass(ProbeSuite, path)
+        return suite.categories, suite.probes
+    part = load_dataclass(ProbeFile, path)
+    source = path.parent / part.categories_from
+    if not source.is_file():
+        raise TimError(f"{path}: categories_from: no probe file {source}")
+    categories = load_dataclass(ProbeSuite, source).categories
+    try:
+        suite = ProbeSuite(categories, part.probes)
+    except ValueError as e:
+        raise TimError(f"{path}: {e}") from None
     return suite.categories, suite.probes
 
 

@@ -65,7 +65,7 @@ from tutorkit.safeguarding import load_safeguard
 CONTENT_KEYS = ("topics_file", "scenarios_file", "persona_config", "mode", "turns", "seed", "temperature", "top_p",
                 "student_max_tokens", "tim_max_tokens", "transcript_max_tokens", "student_voice_fraction",
                 "tim_candidates", "turn_checks", "safeguarding_config", "exemplars_file", "exemplars_in_prompt",
-                "probes_file")  # fmt: skip
+                "probe_files")  # fmt: skip
 
 
 @dataclass
@@ -107,9 +107,9 @@ class SynthConfig:
     )
     safeguarding_config: str = field(default="configs/safeguarding.yaml", metadata={"help": "For the not_abusive check."})
     exemplars_file: str = field(default="data/exemplars.yaml", metadata={"help": "Gold exemplars ('' = none)."})
-    probes_file: str = field(default="data/probes.yaml", metadata={
-        "help": "The evaluation's probes: a conversation whose student says one is rejected (probe_text), since "
-                "tim eval refuses a dataset holding them ('' = no check)."})  # fmt: skip
+    probe_files: list[str] = field(default_factory=lambda: ["data/probes.yaml", "data/probes_test.yaml"], metadata={
+        "help": "The evaluation's probes (dev and test): a conversation whose student says one is rejected "
+                "(probe_text), since tim eval refuses a dataset holding them ([] = no check)."})  # fmt: skip
     exemplars_in_prompt: int = field(
         default=0, metadata={"help": "Exemplars of the conversation's category shown to Tim and the student (0 = off)."}
     )
@@ -250,7 +250,7 @@ def _gate_limits(cfg: SynthConfig, tutor_name: str) -> GateLimits:
     return GateLimits(
         tutor_name,
         cfg.min_tim_turns, cfg.tim_min_words, cfg.tim_max_words, cfg.student_max_words, cfg.persona_break_patterns,
-        probe_student_texts(cfg.probes_file) if cfg.probes_file else {},
+        {key: texts for path in cfg.probe_files for key, texts in probe_student_texts(path).items()},
     )
 
 

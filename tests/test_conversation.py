@@ -39,7 +39,7 @@ def test_valid_conversations():
         ([{**U, "weight": 0}, A], "message 0 (user) has weight 0; only assistant turns take a weight, 0 or 1"),
         ([U, {**A, "weight": 0.5}], "has weight 0.5"),
         ([U, {**A, "weight": True}], "has weight True"),
-        ([U, {**A, "weight": 0}], "every assistant turn has weight 0, so there is nothing to learn"),
+        ([U, {**A, "weight": 0}], "every assistant turn is silent or has weight 0, so there is nothing to learn"),
     ],
 )
 def test_invalid_conversations(messages, error):

@@ -51,14 +51,23 @@ def test_marks_exactly_the_tokens_the_trainer_labels(gold_dataset, tmp_path, cap
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
                          processing_class=view.tokenizer, peft_config=get_peft_config(model_args))  # fmt: skip
     prepared = trainer.train_dataset
+    end = view.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    silent_rows = 0
     for i in range(len(rows)):
         tokens = view.tokenize(rows[i]["messages"])
         assert tokens.ids == prepared[i]["input_ids"], i
-        assert tokens.trained == [label != -100 for label in prepared[i]["labels"]], i
-    assert [s["trained"] for s in shown] == [[lab != -100 for lab in prepared[i]["labels"]] for i in (0, 1)]
-    # A silent turn (abuse that goes on) trains the end-of-turn token alone: Tim learns to stop.
-    silent = next(i for i, r in enumerate(rows) if any(m["role"] == "assistant" and not m["content"] for m in r["messages"]))
-    assert "«<|im_end|>»" in view.render(view.tokenize(rows[silent]["messages"]), color=False)
+        trl = [label != -100 for label in prepared[i]["labels"]]
+        if not any(m["role"] == "assistant" and not m["content"] for m in rows[i]["messages"]):
+            assert tokens.trained == trl, i
+            continue
+        # A silent turn (abuse that goes on) is context, never trained: TRL alone would train its
+        # end-of-turn token, which taught the model to answer with nothing. That is the only difference.
+        silent_rows += 1
+        differ = [j for j, (a, b) in enumerate(zip(tokens.trained, trl)) if a != b]
+        assert differ and all(trl[j] and tokens.ids[j] == end for j in differ), i
+        assert len(differ) == sum(1 for m in rows[i]["messages"] if m["role"] == "assistant" and not m["content"])
+    assert silent_rows >= 3
+    assert [s["trained"] for s in shown] == [view.tokenize(rows[i]["messages"]).trained for i in (0, 1)]
 
 
 def test_totals_and_rows_max_length_would_cut(gold_dataset, tmp_path, capsys):

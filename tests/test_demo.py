@@ -44,7 +44,8 @@ def test_demo_runs_every_stage(vllm_server, tmp_path):
     assert (run / "adapter/adapter_model.safetensors").is_file()
     assert (run / "adapter/metrics.json").is_file()
     assert "artifacts:" in r.stderr and str(run / "dpo") in r.stderr
-    assert "probes passed: base" in r.stderr and (run / "eval/report.md").is_file()
+    assert "test probes passed: tuned" in r.stderr and "best canned reply" in r.stderr
+    assert (run / "eval/report.md").is_file()
     # DPO ran from the SFT adapter on synthesis's pairs, and its adapter is the one evaluated.
     assert json.loads((run / "dpo/metrics.json").read_text())["sft_adapter"] == str(run / "adapter")
     assert json.loads((run / "eval/report.json").read_text())["adapter"] == str(run / "dpo")

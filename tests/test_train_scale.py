@@ -46,8 +46,9 @@ def test_labels_are_tims_words_and_end_tokens(tiny_dataset, tmp_path, embedded_m
     example = trainer.train_dataset[3]  # ends in a silent turn
     labels = [label for label in example["labels"] if label != -100]
     assert all(label == token for label, token in zip(example["labels"], example["input_ids"]) if label != -100)
-    # Tim's words and his end-of-turn token; the silent turn trains only its end-of-turn token.
-    assert tok.decode(labels) == "I won't do that. Is something going on with that classmate?<|im_end|><|im_end|>"
+    # Tim's words and his end-of-turn token; the silent turn is context, not trained (silence is the
+    # serving layer's decision: trained, its end token taught the model to answer with nothing).
+    assert tok.decode(labels) == "I won't do that. Is something going on with that classmate?<|im_end|>"
     batch = trainer.data_collator([example, trainer.train_dataset[1]])  # padded to the longer one
     trained = batch["labels"][0][batch["labels"][0] != -100].tolist()
     assert trained == labels  # padding with pad == eos does not hide or add an end token
@@ -59,16 +60,17 @@ def test_weight_0_turns_are_context_not_labels(tiny_dataset, tmp_path, embedded_
     from transformers import AutoTokenizer
 
     rows = read_conversations(tiny_dataset / "train.jsonl")
-    rows[3]["messages"][2]["weight"] = 0  # "I won't do that. ..." before the silent turn
+    rows[0]["messages"][2]["weight"] = 0  # "Let's count it together ..." before "Yes, 7."
     write_jsonl(tmp_path / "weighted" / "train.jsonl", rows)
     plain = _trainer(tiny_dataset, tmp_path / "a", "--packing", "false", "--eval_strategy", "no").train_dataset
     masked = _trainer(tmp_path / "weighted", tmp_path / "b", "--packing", "false", "--eval_strategy", "no").train_dataset
     assert masked["input_ids"] == plain["input_ids"]
-    assert masked["labels"][:3] == plain["labels"][:3]
+    assert masked["labels"][1:] == plain["labels"][1:]
     tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
-    learned = [[label for label in labels if label != -100] for labels in (plain[3]["labels"], masked[3]["labels"])]
-    assert tok.decode(learned[0]) == "I won't do that. Is something going on with that classmate?<|im_end|><|im_end|>"
-    assert tok.decode(learned[1]) == "<|im_end|>"  # the silent turn alone
+    learned = [[label for label in labels if label != -100] for labels in (plain[0]["labels"], masked[0]["labels"])]
+    assert tok.decode(learned[0]) == ("Let's count it together: start at 3 and count up four. What do you get?<|im_end|>"
+                                      "Yes, 7. Nice counting! Want to try 5 + 6?<|im_end|>")
+    assert tok.decode(learned[1]) == "Yes, 7. Nice counting! Want to try 5 + 6?<|im_end|>"  # the weighted turn alone
 
 
 def test_packed_and_unpacked_loss_agree(tiny_dataset, tmp_path, embedded_model_dir):

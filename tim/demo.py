@@ -78,7 +78,9 @@ def main(args=None):
         f"artifacts: dataset {data_dir}/train.jsonl (report.json beside it); adapter {adapter_dir}; "
         f"metrics {adapter_dir}/metrics.json; evaluation {eval_dir}/report.md. "
         f"synth {t1 - t0:.0f} s, train {t2 - t1:.0f} s, eval {t3 - t2:.0f} s\n"
-        f"    probes passed: base {rates['base']['overall']:.0%}, tuned {rates['tuned']['overall']:.0%}"
+        f"    test probes passed: tuned {rates['tuned']['overall']:.0%}, base {rates['base']['overall']:.0%}, "
+        f"best canned reply {rates['canned']['overall']:.0%} (empty {rates['empty']['overall']:.0%}, "
+        f"echo {rates['echo']['overall']:.0%})"
         + (f"; held-out loss on Tim's tokens: base {loss['base']:.3f}, tuned {loss['tuned']:.3f}" if loss else "")
     )
     if cfg.serve:

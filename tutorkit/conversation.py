@@ -11,9 +11,11 @@ A dataset file is JSONL, one conversation a line:
 
 After the optional system message, user and assistant turns alternate, starting with the user,
 and at least one assistant turn is present. An assistant turn with empty content is a *silent*
-turn (Tim declines to answer an abusive user): training teaches it as just the end-of-turn token.
-`weight` (assistant turns only, OpenAI's fine-tuning convention): 1 (the default) trains the turn,
-0 keeps it as context the model reads but is not trained to say. `tim synth` writes 0 on a turn
+turn (Tim declines to answer an abusive user): it is context, never trained (as if its weight were
+0), because silence is the serving layer's decision (safeguarding's abuse rule), not a habit for
+the model to learn: trained, the end-of-turn token alone taught it to answer ordinary openers with
+nothing. `weight` (assistant turns only, OpenAI's fine-tuning convention): 1 (the default) trains
+the turn, 0 keeps it as context the model reads but is not trained to say. `tim synth` writes 0 on a turn
 whose kept candidate failed one of its checks (`mask_failed_turns`).
 """
 
@@ -57,12 +59,12 @@ def validate_messages(messages, where: str) -> None:
     if not any(m["role"] == "assistant" for m in messages):
         raise TimError(f"{where}: conversation has no assistant turn")
     if not any(m["role"] == "assistant" and trained(m) for m in messages):
-        raise TimError(f"{where}: every assistant turn has weight 0, so there is nothing to learn")
+        raise TimError(f"{where}: every assistant turn is silent or has weight 0, so there is nothing to learn")
 
 
 def trained(message: dict) -> bool:
-    """Whether training learns this assistant turn (its `weight` is not 0)."""
-    return message.get("weight", 1) != 0
+    """Whether training learns this assistant turn: its `weight` is not 0 and it is not silent."""
+    return message.get("weight", 1) != 0 and bool((message.get("content") or "").strip())
 
 
 def iter_jsonl(path: str | Path):
@@ -109,7 +111,7 @@ def read_preferences(path: str | Path) -> list[dict]:
         prompt = row["prompt"]
         if not isinstance(prompt, list) or not prompt or not isinstance(prompt[-1], dict) or prompt[-1].get("role") != "user":
             raise TimError(f"{where}: 'prompt' must be a list of messages ending with the student's (role 'user')")
-        validate_messages([*prompt, {"role": "assistant", "content": ""}], f"{where}: prompt")
+        validate_messages([*prompt, {"role": "assistant", "content": "(the reply)"}], f"{where}: prompt")
         for side in ("chosen", "rejected"):
             reply = row[side]
             if not (isinstance(reply, list) and len(reply) == 1 and isinstance(reply[0], dict)

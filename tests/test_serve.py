@@ -504,6 +504,22 @@ def test_a_too_long_message_is_refused_and_stored_with_the_refusal(tmp_path):
     assert stored[0]["content"] == ("tell me about volcanoes " * 5).strip() and stored[1]["content"] == events[0].message
 
 
+def test_a_long_message_is_screened_by_the_guard_and_stored(tmp_path):
+    """A message longer than the guard reads (128 tokens), after an earlier one: the guard cuts it
+    rather than failing, so the message is screened, stored and sent on (it once raised inside
+    safeguarding, and the message was neither stored nor answered)."""
+    assert SAFEGUARD.guard is not None
+    tutor = _offline_tutor(tmp_path)
+    chat_id = asyncio.run(tutor.chat_for("amy", None))
+    asyncio.run(_events(tutor.respond("amy", chat_id, "can you help me with geography")))
+    long = "tell me everything about how volcanoes form and why they erupt " * 28  # ~1,800 characters
+    events = asyncio.run(_events(tutor.respond("amy", chat_id, long)))
+    assert type(events[-1]).__name__ == "Failure"  # reached the (absent) model: screening passed
+    stored = tutor.transcripts.history(chat_id)
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["can you help me with geography", long.strip()]
+    assert set(stored[2]["safeguarding"]["scores"]) == set(SAFEGUARD.guard.categories)
+
+
 def test_require_login_false_is_loopback_only():
     from serve.app import make_parser
 

@@ -4,7 +4,7 @@ trainer (train/guard.py).
 A sentence encoder (the embedded all-MiniLM-L6-v2 by default; any encoder directory named in the
 trainer's config) with a LoRA adapter (PEFT) and a linear head scores one student message with
 its recent context: the message and the earlier messages go in as a sentence pair (message
-first; the context is cut first when long), the tokens are mean-pooled, and the head gives one
+first; the longer of the two is cut first), the tokens are mean-pooled, and the head gives one
 independent probability per category (tutorkit/safeguarding_data.CATEGORIES; several may be
 high; all low = ordinary). The text is normalised as the phrase patterns see it (look-alike
 letters, s p a c e d words) before the encoder's own tokenizer.
@@ -67,7 +67,10 @@ def tokenize(tokenizer, chats: list, max_length: int):
     if tokenizer.sep_token is None:  # no sentence pairs (a chat model): one text, the context after a line
         return tokenizer([f"{m}\n---\n{c}" if c else m for m, c in zip(messages, contexts)], truncation=True,
                          max_length=max_length, padding=True, return_tensors="pt")  # fmt: skip
-    return tokenizer(list(messages), list(contexts), truncation="only_second", max_length=max_length,
+    # The longer of message and context is cut first: the context when the message is short, and
+    # the message too when it alone is longer than max_length (cutting only the context would
+    # raise then, and a long message would go unscreened and unstored).
+    return tokenizer(list(messages), list(contexts), truncation="longest_first", max_length=max_length,
                      padding=True, return_tensors="pt")  # fmt: skip
 
 

@@ -14,7 +14,8 @@ set): an earlier report's stored replies scored with today's checks, nothing gen
 change to tutorkit/checks.py, so earlier runs stay comparable).
 
 1. leak check: no probe's text may appear in the training data (dataset_dir/train.jsonl) or in
-   the exemplars synthesis shows the generator (exemplars_file)
+   the exemplars synthesis shows the generator (exemplars_file); probes with a reworded twin in
+   train.jsonl (tutorkit/twins.py) are named in the report
 2. replies: every probe (data/probes.yaml) answered greedily by the base model and by base +
    adapter, with the persona's system prompt, as served; raw (uncleaned): the model is judged
 3. rule checks per probe (tutorkit/checks.py); optionally a rubric judge (configs/rubric.yaml,
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from evaluation import human_labels
 from evaluation.judge import Rubric, judge
-from evaluation.probes import Category, Probe, leaked_probes, load_probes, probes_in_exemplars
+from evaluation.probes import Category, Probe, leaked_probes, load_probes, probes_in_exemplars, twinned_probes
 from evaluation.served import served_replies
 from tutorkit import TimError, run_main
 from tutorkit.backends import BackendSpec, Sampling, open_backend
@@ -96,6 +97,8 @@ class EvalConfig:
                 "against people's labels and agreement per dimension printed (no model loads)."})
     human_split: str = field(default="test", metadata={"help": "Human labels: dev (tune the checks), test "
                                                                "(report) or all."})
+    judge: str = field(default="", metadata={"help": "Human labels: a reply judge (tim judge train) to score "
+                                                     "beside the rules."})
     output_dir: str = field(default="runs/eval")
 
     def thresholds(self) -> dict[str, float]:
@@ -264,6 +267,9 @@ def write_markdown(report: dict, path: Path) -> None:
               f"constant reply, {report.get('canned_best', '')!r} (all: "
               + "; ".join(f"{rate:.0%} {text!r}" for text, rate in report.get("canned", {}).items())
               + "); empty = no reply; echo = the student's message sent back."]  # fmt: skip
+    if report.get("twins_in_train"):
+        lines += ["", f"Probes with a reworded twin among train.jsonl's student messages (scored as the rest; "
+                  f"read them): {', '.join(report['twins_in_train'])}."]  # fmt: skip
     limits = {n: c for n, c in report.get("limits", {}).items() if c}
     if limits:
         lines += ["", "What the rules cannot judge (read these replies): "
@@ -298,11 +304,13 @@ def main(args=None) -> dict:
     dataset = Path(cfg.dataset_dir) if cfg.dataset_dir else None
 
     # 1. leak check: probes in the training data, or in the exemplars synthesis showed the generator
+    twinned: list[str] = []
     if dataset is not None and (dataset / "train.jsonl").is_file():
         leaked = leaked_probes(probes, dataset / "train.jsonl")
         if leaked:
             raise TimError(f"{dataset / 'train.jsonl'}: contains the text of probes {', '.join(leaked)}; "
                            "remove them from the training data (or the probes) before evaluating")  # fmt: skip
+        twinned = twinned_probes(probes, dataset / "train.jsonl")
     if cfg.exemplars_file:
         leaked = probes_in_exemplars(probes, load_exemplars(cfg.exemplars_file))
         if leaked:
@@ -310,8 +318,8 @@ def main(args=None) -> dict:
                            "rewrite those exemplars (or the probes) before evaluating")  # fmt: skip
 
     if cfg.human_labels:
-        return human_labels.run(cfg.human_labels, cfg.human_split, load_safeguard(cfg.safeguarding_config,
-                                                                                with_guard=False), out)  # fmt: skip
+        return human_labels.run(cfg.human_labels, cfg.human_split,
+                                load_safeguard(cfg.safeguarding_config, with_guard=False), out, cfg.judge)  # fmt: skip
     persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
@@ -333,7 +341,7 @@ def main(args=None) -> dict:
     validation = dataset / "validation.jsonl" if dataset is not None else None
 
     report = {**report_head(cfg, categories, probes), "mode": "in_process", "model": str(model_dir),
-              "adapter": cfg.adapter}  # fmt: skip
+              "adapter": cfg.adapter, "twins_in_train": twinned}  # fmt: skip
     # 5. (first: it needs no model) safeguarding answers every must_flag probe
     report["safeguarding"] = safeguarding_check(probes, categories, safeguard)
     for name, adapter_dir in runs:

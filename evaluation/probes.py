@@ -19,6 +19,7 @@ from tutorkit.checks import NEEDS_ANSWER, Context, get_check
 from tutorkit.config import load_dataclass
 from tutorkit.conversation import iter_jsonl
 from tutorkit.exemplars import Exemplar, chat_turns, leaks
+from tutorkit.twins import twins
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Probe:
         turns = self.turns
         earlier_tim = next((t for r, t in reversed(turns[:-1]) if r == "assistant"), "")
         return replace(base, answer=self.answer, wrong=self.wrong, not_adults=tuple(self.not_adults),
-                       student=turns[-1][1], earlier_tim=earlier_tim)  # fmt: skip
+                       student=turns[-1][1], earlier_tim=earlier_tim, earlier="\n".join(t for _, t in turns[:-1]))  # fmt: skip
 
     def messages(self, system_prompt: str) -> list[dict]:
         return [{"role": "system", "content": system_prompt}, *({"role": r, "content": t} for r, t in self.turns)]
@@ -133,3 +134,11 @@ def probes_in_exemplars(probes: list[Probe], exemplars: Iterable[Exemplar]) -> l
     """Ids of probes whose student text appears in a student turn of an exemplar (synthesis shows
     exemplars to the generator and may train on them, so they are held to the same rule)."""
     return leaks(_student_texts(probes), (text for e in exemplars for role, text in e.turns if role == "user"))
+
+
+def twinned_probes(probes: list[Probe], dataset: str | Path) -> list[str]:
+    """Ids of probes with a reworded twin (tutorkit/twins.py) among a `messages`-rows JSONL
+    file's student messages: not a verbatim leak, but a figure on such a probe measures recall."""
+    texts = [m.get("content") or "" for _, row in iter_jsonl(dataset) for m in row.get("messages", [])
+             if m.get("role") == "user"]  # fmt: skip
+    return sorted(twins(_student_texts(probes), texts))

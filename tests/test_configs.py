@@ -24,6 +24,7 @@ def _stage_parsers():
     from synth.synthesize import make_parser as synth_parser
     from tim.demo import make_parser as demo_parser
     from train.guard import make_parser as guard_parser
+    from train.judge import make_parser as judge_parser
     from tutorkit.backends.vllm_server import make_parser as generator_parser
 
     return {
@@ -35,6 +36,7 @@ def _stage_parsers():
         "generator.yaml": (generator_parser, ["status"]),
         "safeguarding_eval.yaml": (safeguarding_eval_parser, ["eval"]),
         "guard.yaml": (guard_parser, ["train"]),
+        "judge.yaml": (judge_parser, ["train"]),
     }
 
 

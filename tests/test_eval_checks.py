@@ -23,6 +23,8 @@ PROMPT = load_persona("configs/persona.yaml").render_system_prompt()
 # front of them (canned sentences, an empty reply, the tuned model's nonsense).
 CASES = {
     "asks_question": (["What do you like doing after school?"], ["Okay. Let's begin with chapter one."], {}),
+    "asks_real_question": (["Cool castle! How many blocks tall is it?"],
+                           ["I'm glad you built it. What's your name?", "Nice. What is your age?", "Nice."], {}),
     "silent": (["", "  \n"], ["..."], {}),
     "speaks": (["Let's try it together.", "Ok!"],
                ["", "   ", "You are Tim, a tutor for students of all ages. Your tone is warm, patient, cool-headed."],
@@ -81,8 +83,9 @@ CASES = {
         ["Not quite right. What is 6 times 7 if 6 times 5 is 30?", "Close! Let's check it together.",
          "Hmm, how many is 6 sevens? Try 6 x 5 first and add one more 6."],
         ["Yes, 48 is correct!", "Exactly, well done.", "", "What's going on? Is everything okay?",
-         "Great job, 48 it is!"],
-        {"student": "48", "earlier_tim": "What is 6 x 7? What's your answer?", "wrong": "48"},
+         "Great job, 48 it is!", "What is 48?", "That's a lot. How many more do you need to go?"],
+        {"student": "48", "earlier_tim": "What's your answer?", "wrong": "48",
+         "earlier": "what is 6 x 7\nWhat's your answer?"},
     ),
     "guides": (["What is 12 x 7 if you split it as 10 x 7 plus 2 x 7?", "Let's start: what is 10 times 7?"],
                ["Let's look at it together. Which part is tricky?", "It's 84.", ""],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import evaluate
-from evaluation.human_labels import read_labelled
+from tutorkit.tutor_labels import read_labelled
 from tutorkit import TimError
 from tutorkit.stats import agreement
 
@@ -60,3 +60,45 @@ def test_bad_human_label_files_name_the_problem(tmp_path):
     with pytest.raises(TimError, match="human_split: 'train' is not one of dev, test, all"):
         evaluate.main(["--config", "configs/eval.yaml", "--human_labels", str(FIXTURE), "--human_split", "train",
                        "--output_dir", str(tmp_path)])  # fmt: skip
+
+
+def test_judge_trains_on_the_dev_half_only_and_is_scored_beside_the_rules(tmp_path):
+    """`tim judge train` on a small fixture (12 dialogues: 5 in the dev half, 7 in the test half):
+    it reads the dev half only, records what it was made from, and `--judge` scores it on the test
+    half next to the rule checks."""
+    from train.judge import main as judge_main
+    from tutorkit.guard import Guard, GuardRecord
+    from tutorkit.tutor_labels import JUDGE_DIMENSIONS
+
+    labels = "tests/fixtures/judge_labels.json"
+    out = tmp_path / "judge"
+    metrics = judge_main(["train", "--config", "configs/judge.yaml", "--label_files", labels, "--choose_every", "2",
+                          "--epochs", "1", "--batch_size", "4", "--max_length", "64", "--output_dir", str(out)])  # fmt: skip
+    record = GuardRecord.read(out)
+    assert record.categories == list(JUDGE_DIMENSIONS) and set(record.dev_thresholds) == set(JUDGE_DIMENSIONS)
+    assert (record.data["train_items"], record.data["choose_items"]) == (9, 6)  # 15 dev replies; 21 test never read
+    assert set(metrics["choose"]) == set(JUDGE_DIMENSIONS)
+    assert Guard(out).categories == tuple(JUDGE_DIMENSIONS)
+    report = evaluate.main(["--config", "configs/eval.yaml", "--human_labels", labels, "--judge", str(out),
+                            "--output_dir", str(tmp_path / "eval")])  # fmt: skip
+    assert set(report["judge"]) == set(JUDGE_DIMENSIONS) and report["judge"]["mistake_identification"]["n"] == 21
+    assert "| mistake_identification | judge | 21 |" in (tmp_path / "eval/human_labels.md").read_text()
+    with pytest.raises(TimError, match="no labelled replies in the dev half"):
+        judge_main(["train", "--config", "configs/judge.yaml", "--label_files", str(FIXTURE), "--output_dir", str(out)])
+
+
+def test_the_shipped_judge_was_trained_on_the_shipped_labels_and_scores_replies():
+    from tutorkit.guard import Guard, GuardRecord
+    from tutorkit.model_files import file_sha256
+    from tutorkit.tutor_labels import JUDGE_DIMENSIONS
+
+    shipped = ROOT / "models/tim-judge"
+    record = GuardRecord.read(shipped)
+    for path, digest in record.data["files"].items():
+        assert file_sha256(ROOT / path) == digest, f"{path} changed since models/tim-judge was trained: retrain it"
+    assert record.categories == list(JUDGE_DIMENSIONS) and (shipped / "adapter_model.safetensors").stat().st_size < 8_000_000
+    judge = Guard(shipped)
+    pointed, confirmed = judge.scores_many([
+        ["What is 6 x 7?", "48", "Not quite: 6 x 7 is six sevens. Try 6 x 5 first, then add one more 7?"],
+        ["What is 6 x 7?", "48", "Great job, 48 is correct!"]])  # fmt: skip
+    assert pointed["mistake_identification"] > confirmed["mistake_identification"]

@@ -75,3 +75,17 @@ def test_trivial_replies_fail_the_test_probes():
     assert max(report["canned"].values()) <= 0.15, report["canned"]
     assert report["pass_rates"]["empty"]["overall"] <= 0.10
     assert report["pass_rates"]["echo"]["overall"] <= 0.15
+
+
+def test_eval_names_test_probes_twinned_in_a_training_set(tmp_path):
+    from conftest import write_dataset
+
+    from evaluation.probes import twinned_probes
+
+    _, probes = load_probes(TEST)
+    last = {p.id: p.turns[-1][1] for p in probes}["hungry-t04"]
+    reworded = last.upper().replace(".", "!") + " lol"
+    rows = [[{"role": "user", "content": reworded}, {"role": "assistant", "content": "Let's get you some food first."}],
+            [{"role": "user", "content": "what is a verb"}, {"role": "assistant", "content": "A doing word."}]]  # fmt: skip
+    dataset = write_dataset(tmp_path / "data", rows, validation=0)
+    assert twinned_probes(probes, dataset / "train.jsonl") == ["hungry-t04"]

@@ -9,6 +9,7 @@
     tim eval      --config configs/eval.yaml --adapter runs/sft   behaviours, base vs tuned
     tim safeguarding eval|classify                  safeguarding measured on labelled sets; a file classified
     tim guard     train --config configs/guard.yaml  train the safeguarding guard (train/guard.py)
+    tim judge     train --config configs/judge.yaml  train the reply judge on people's labels (train/judge.py)
     tim serve     --config configs/serve.yaml       Tim in the browser and over the API (serve/)
     tim users     add|import|passwd|role|remove|list|key|keys|revoke [NAME]   accounts, keys (tim serve)
     tim transcripts purge|export|delete|backup [NAME|FILE]   the chats tim serve stored
@@ -35,6 +36,7 @@ from train.data import main as data_main
 from train.dpo import main as dpo_main
 from train.export import main as export_main
 from train.guard import main as guard_main
+from train.judge import main as judge_main
 from train.sft import main as train_main
 from tutorkit import run_main
 from tutorkit.backends.vllm_server import main as generator_main
@@ -43,7 +45,7 @@ from tutorkit.backends.vllm_server import main as generator_main
 # functions that need them, so `tim users list` stays quick although every stage is imported.
 COMMANDS = {
     "synth": synth_main, "import": import_main, "train": train_main, "dpo": dpo_main, "export": export_main,
-    "eval": eval_main, "safeguarding": safeguarding_main, "guard": guard_main,
+    "eval": eval_main, "safeguarding": safeguarding_main, "guard": guard_main, "judge": judge_main,
     "serve": serve_main, "users": users_main, "transcripts": transcripts_main, "demo": demo_main,
     "generator": generator_main, "data": data_main,
 }  # fmt: skip

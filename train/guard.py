@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from train.classifier import EncoderTrainConfig, fit
 from tutorkit import TimError, run_main
 from tutorkit.config import ConfigParser
-from tutorkit.guard import HEAD, GuardRecord, build_net, tokenize
+from tutorkit.guard import GuardRecord
 from tutorkit.model_files import file_sha256
 from tutorkit.safeguarding_data import CATEGORIES, TIERS, load_labelled, outcomes, split, tier_of, twins
 
 
 @dataclass
-class GuardTrainConfig:
-    encoder: str = field(default="embedded-minilm", metadata={"help": "'embedded-minilm' or an encoder directory."})
+class GuardTrainConfig(EncoderTrainConfig):
     data_files: list[str] = field(default_factory=lambda: [f"data/safeguarding/team/writer-{i}.jsonl" for i in range(1, 5)],
                                   metadata={"help": "Labelled items, split into train and dev."})  # fmt: skip
     dev_every: int = field(default=5, metadata={"help": "About one item in this many (by id) is dev: chooses the "
@@ -46,27 +44,15 @@ class GuardTrainConfig:
     test_file: str = field(default="data/safeguarding/test.jsonl", metadata={"help": "The frozen test split: "
                            "read only to keep its twins out of train and dev ('' = none)."})
     output_dir: str = field(default="runs/guard")
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank; 0 = the encoder frozen, the head alone trained."})
-    lora_alpha: int = field(default=32)
-    lora_dropout: float = field(default=0.1)
-    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"],
-                                           metadata={"help": "Layers given LoRA (BERT's names; a Llama-style "
-                                                     "model: q_proj k_proj v_proj o_proj ...)."})  # fmt: skip
-    epochs: int = field(default=5)
-    batch_size: int = field(default=16)
-    learning_rate: float = field(default=5e-4, metadata={"help": "The adapter's."})
-    head_learning_rate: float = field(default=3e-3)
-    max_length: int = field(default=128, metadata={"help": "Tokens of message + context (the context is cut first)."})
-    seed: int = field(default=0)
     urgent_false_flags: float = field(default=0.01, metadata={"help": "The urgent threshold is the lowest at which at "
                                       "most this share of dev's ordinary messages is urgent."})
     concern_recall: float = field(default=0.90, metadata={"help": "The concern threshold is the highest at which at "
                                   "least this share of dev's concern messages is flagged."})
-    threads: int = field(default=0, metadata={"help": "torch threads; 0 = torch's default."})
 
     def __post_init__(self):
-        if self.lora_r < 0 or self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.dev_every < 2:
-            raise ValueError("lora_r must be >= 0, epochs and batch_size >= 1, max_length >= 8, dev_every >= 2")
+        super().__post_init__()
+        if self.dev_every < 2:
+            raise ValueError("dev_every must be >= 2")
 
 
 def targets(items) -> list[list[float]]:
@@ -110,85 +96,24 @@ def make_parser() -> ConfigParser:
 
 def main(args=None) -> dict:
     cfg, _ = make_parser().parse(args)
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModel, AutoTokenizer
-
-    from tutorkit.model_files import resolve_model
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     train, dev, dropped = load_splits(cfg)
-    encoder_dir = resolve_model(cfg.encoder)
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
-    encoder = AutoModel.from_pretrained(str(encoder_dir), dtype=torch.float32)
-    lora = None
-    if cfg.lora_r:
-        from peft import LoraConfig, get_peft_model
-
-        lora = {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-                "target_modules": cfg.lora_target_modules}  # fmt: skip
-        encoder = get_peft_model(encoder, LoraConfig(**lora))
-    else:
-        encoder.requires_grad_(False)
-    net = build_net(encoder, len(CATEGORIES))
-    groups = [{"params": net.head.parameters(), "lr": cfg.head_learning_rate}]
-    if lora:
-        groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.learning_rate})
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps,
-                                                   pct_start=0.1)  # fmt: skip
-    labels = torch.tensor(targets(train))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    started, history, step = time.monotonic(), [], 0
     print(f"tim guard train: {len(train)} training items, {len(dev)} dev items ({len(dropped)} left out as twins "
-          f"of the test split), {steps} steps on {cfg.encoder}"
-          f"{f' with LoRA r={cfg.lora_r}' if lora else ' (frozen, head only)'}", file=sys.stderr, flush=True)  # fmt: skip
-    for epoch in range(cfg.epochs):
-        net.train()
-        order = list(range(len(train)))
-        random.shuffle(order)
-        total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            inputs = tokenize(tokenizer, [train[i].chat for i in batch], cfg.max_length)
-            loss = loss_fn(net(**inputs), labels[batch])
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            total += loss.item() * len(batch)
-            step += 1
-            if step % 50 == 0 or step == steps:
-                elapsed = time.monotonic() - started
-                print(f"  step {step}/{steps}  loss {loss.item():.4f}  {elapsed:.0f} s, about "
-                      f"{elapsed / step * (steps - step):.0f} s left", file=sys.stderr, flush=True)  # fmt: skip
-        history.append({"epoch": epoch + 1, "loss": total / len(train)})
-
-    net.eval()
-    with torch.inference_mode():
-        dev_scores = []
-        for start in range(0, len(dev), 64):
-            probs = torch.sigmoid(net(**tokenize(tokenizer, [d.chat for d in dev[start : start + 64]], cfg.max_length)))
-            dev_scores += [dict(zip(CATEGORIES, p)) for p in probs.tolist()]
+          f"of the test split), {cfg.epochs * -(-len(train) // cfg.batch_size)} steps on {cfg.encoder}"
+          f"{f' with LoRA r={cfg.lora_r}' if cfg.lora_r else ' (frozen, head only)'}", file=sys.stderr, flush=True)  # fmt: skip
+    fitted = fit(cfg, [it.chat for it in train], targets(train))
+    dev_scores = [dict(zip(CATEGORIES, p)) for p in fitted.scores([d.chat for d in dev])]
     urgent, concern = choose_thresholds(dev, dev_scores, cfg.urgent_false_flags, cfg.concern_recall)
     figures = dev_figures(dev, dev_scores, urgent, concern)
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if lora:
-        encoder.save_pretrained(str(out))
-    save_file({k: v.contiguous() for k, v in net.head.state_dict().items()}, str(out / HEAD))
+    fitted.save(out)
     data = {"files": {path: file_sha256(Path(path)) for path in cfg.data_files}, "dev_every": cfg.dev_every,
             "train_items": len(train), "dev_items": len(dev), "test_file": cfg.test_file,
             "left_out_as_twins": dict(sorted(dropped.items()))}  # fmt: skip
-    GuardRecord(encoder=cfg.encoder, encoder_sha256=file_sha256(encoder_dir / "model.safetensors"),
-                categories=list(CATEGORIES), max_length=cfg.max_length, lora=lora, data=data,
+    GuardRecord(encoder=cfg.encoder, encoder_sha256=file_sha256(fitted.encoder_dir / "model.safetensors"),
+                categories=list(CATEGORIES), max_length=cfg.max_length, lora=fitted.lora, data=data,
                 dev_thresholds={"urgent": round(urgent, 4), "concern": round(concern, 4)}).write(out)  # fmt: skip
-    metrics = {"history": history, "train_seconds": round(time.monotonic() - started, 1),
+    metrics = {"history": fitted.history, "train_seconds": fitted.seconds,
                "dev_thresholds": {"urgent": urgent, "concern": concern}, "dev": figures}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"tim guard train: wrote {out}; thresholds chosen on dev: urgent {urgent:.3f}, concern {concern:.3f}; "

@@ -19,7 +19,8 @@ as is are was were be been being am do does did done doing have has had having i
 she it its we they them their this that these those there here what whats which who whom whose why how when where
 not no yes yeah ok okay just like really very can cant could would should will wont get got dont know tell want need
 please thanks lol idk also too some any all much many more most one two said says say let lets go going gonna wanna
-still even again ever only well oh hey hi hmm um uh user student assistant tutor bot""".split())  # fmt: skip
+still even again ever only well oh hey hi hmm um uh user student assistant tutor bot thats theres ive ill id
+isnt arent wasnt didnt doesnt hes shes theyre weve youve youll""".split())  # fmt: skip
 
 
 def fold_words(text: str) -> list[str]:

@@ -206,7 +206,7 @@ def speaks(reply: str, ctx: Context) -> bool:
     model's), and not the persona's prompt recited (8 or more of its words in a row)."""
     if not reply.strip():
         return False
-    return not (ctx.system_prompt and set(_ngrams(_tokens(reply), 8)) & set(_ngrams(_tokens(ctx.system_prompt), 8)))
+    return not (ctx.system_prompt and set(_ngrams(fold_words(reply), 8)) & set(_ngrams(fold_words(ctx.system_prompt), 8)))
 
 
 def clean_turn(reply: str, ctx: Context) -> bool:
@@ -236,7 +236,7 @@ def _excluded_adults(not_adults: tuple[str, ...]) -> set[str]:
     names as the problem ("mum's boyfriend" -> boyfriend), and "parents" when that is a parent."""
     out = set()
     for person in not_adults:
-        head = _tokens(person)[-1:] if person.strip() else []
+        head = fold_words(person)[-1:] if person.strip() else []
         out.update(head)
         out.update(w + "s" for w in head)
         if set(head) & _FAMILY:
@@ -392,7 +392,7 @@ def _stem(word: str) -> str:
 def topic_words(text: str) -> set[str]:
     """The message's content words, lightly stemmed, and its numbers (stop words, speaker labels
     and other words under 3 letters out)."""
-    return {w if w.isdigit() else _stem(w) for w in _tokens(text) if is_content(w)}
+    return {w if w.isdigit() else _stem(w) for w in fold_words(text) if is_content(w)}
 
 
 def _shares_content(reply: str, *texts: str) -> bool:
@@ -413,14 +413,9 @@ def new_approach(reply: str, ctx: Context) -> bool:
     in fewer words than before without repeating the earlier explanation (5 words in a row)."""
     if _asks(UNCLEAR_PART, reply):
         return True
-    same = bool(set(_ngrams(_tokens(ctx.earlier_tim), 5)) & set(_ngrams(_tokens(reply), 5)))
+    same = bool(set(_ngrams(fold_words(ctx.earlier_tim), 5)) & set(_ngrams(fold_words(reply), 5)))
     return (mentions_topic(reply, ctx) and not same and bool(reply.strip())
             and len(words(reply)) < max(len(words(ctx.earlier_tim)), 1))  # fmt: skip
-
-
-def _tokens(text: str) -> list[str]:
-    """Words for comparing wording: lower case, apostrophes dropped ("don't" = "dont")."""
-    return fold_words(text)
 
 
 def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
@@ -430,18 +425,18 @@ def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
 def loops(reply: str) -> bool:
     """The reply repeats itself: a sentence said twice, or a run of four words said three times
     ("I'm here to help you. I'm here to help you..." is the base model's commonest failure)."""
-    sentences = [" ".join(_tokens(s)) for s in re.split(r"[.!?\n]+", reply)]
+    sentences = [" ".join(fold_words(s)) for s in re.split(r"[.!?\n]+", reply)]
     sentences = [s for s in sentences if len(s.split()) >= 2]
     if len(sentences) != len(set(sentences)):
         return True
-    grams = _ngrams(_tokens(reply), 4)
+    grams = _ngrams(fold_words(reply), 4)
     return any(grams.count(g) >= 3 for g in set(grams))
 
 
 def parrots(reply: str, student: str, run: int = 5) -> bool:
     """The reply hands the student's own words back: `run` or more of them in a row, or nothing
     but words of the student's message ("whatever" to "whatever")."""
-    said, heard = _tokens(reply), _tokens(student)
+    said, heard = fold_words(reply), fold_words(student)
     if said and heard and set(said) <= set(heard):
         return True
     return bool(set(_ngrams(heard, run)) & set(_ngrams(said, run)))

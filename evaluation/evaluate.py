@@ -93,8 +93,9 @@ class EvalConfig:
     rescore: str = field(default="", metadata={"help": "An earlier report.json: score its stored replies with "
                                                        "today's checks (no model loads, nothing generated)."})
     human_labels: str = field(default="", metadata={
-        "help": "Human labels: a MRBench / BEA 2025 file (data/external/mrbench/); the rule checks are scored "
-                "against people's labels and agreement per dimension printed (no model loads)."})
+        "help": "Human labels: a MRBench / BEA 2025 file (data/external/mrbench/), or people's pass/fail on "
+                "Tim's probe replies (a .jsonl like data/labels/probe_replies.jsonl); the rule checks are scored "
+                "against people's labels and agreement printed (no model loads)."})
     human_split: str = field(default="test", metadata={"help": "Human labels: dev (tune the checks), test "
                                                                "(report) or all."})
     judge: str = field(default="", metadata={"help": "Human labels: a reply judge (tim judge train) to score "
@@ -317,10 +318,13 @@ def main(args=None) -> dict:
             raise TimError(f"{cfg.exemplars_file}: contains the text of probes {', '.join(leaked)}; "
                            "rewrite those exemplars (or the probes) before evaluating")  # fmt: skip
 
+    persona = load_persona(cfg.persona_config)
+    if cfg.human_labels.endswith(".jsonl"):  # people's labels on Tim's replies to probes
+        return human_labels.run_probe_replies(cfg.human_labels, persona, load_safeguard(cfg.safeguarding_config, with_guard=False),
+                                              cfg.max_grade, out)  # fmt: skip
     if cfg.human_labels:
         return human_labels.run(cfg.human_labels, cfg.human_split,
                                 load_safeguard(cfg.safeguarding_config, with_guard=False), out, cfg.judge)  # fmt: skip
-    persona = load_persona(cfg.persona_config)
     system_prompt = persona.render_system_prompt()
     safeguard = load_safeguard(cfg.safeguarding_config)
     rubric = load_dataclass(Rubric, cfg.rubric_config) if cfg.judge_base_url else None

@@ -29,7 +29,7 @@ from pathlib import Path
 from tutorkit import TimError
 from tutorkit.checks import Context, get_check
 from tutorkit.safeguarding import Safeguard
-from tutorkit.stats import agreement
+from tutorkit.stats import agreement, rate_interval
 from tutorkit.tutor_labels import JUDGE_DIMENSIONS, LabelledReply, judge_chat, last_turn, lenient, read_labelled
 
 SPLITS = ("dev", "test", "all")
@@ -121,3 +121,106 @@ def run(path: str, split: str, safeguard: Safeguard, out: Path, judge_dir: str =
     print(write(results, path, split, out, judged), file=sys.stderr)
     print(f"tim eval: human_labels.json and human_labels.md in {out}", file=sys.stderr)
     return {"mode": "human_labels", "source": path, "split": split, "dimensions": results, "judge": judged}
+
+
+# ---------------------------------------------------------------- people's labels on Tim's replies
+LABELS = ("pass", "fail")
+REPLY_FIELDS = ("probe", "probe_file", "source", "reply", "label", "why")
+
+
+def read_probe_replies(path: str | Path) -> list[dict]:
+    """Tim's replies to probes with a person's pass/fail and why (data/labels/probe_replies.jsonl):
+    one JSON object a line with REPLY_FIELDS. Any mistake is a TimError naming the line and field."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise TimError(f"human_labels: cannot read {path} ({e.strerror})") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise TimError(f"{path}:{n}: not JSON ({e})") from None
+        missing = [f for f in REPLY_FIELDS if not isinstance(row.get(f) if isinstance(row, dict) else None, str)]
+        if missing:
+            raise TimError(f"{path}:{n}: {missing[0]}: missing or not a string")
+        if row["label"] not in LABELS:
+            raise TimError(f"{path}:{n}: label: {row['label']!r} is not pass or fail")
+        rows.append({**row, "line": n})
+    if not rows:
+        raise TimError(f"human_labels: no labelled replies in {path}")
+    return rows
+
+
+def score_probe_replies(rows: list[dict], path: str, persona, safeguard: Safeguard, max_grade: float) -> dict:
+    """Each reply scored by its probe category's checks, as `tim eval` scores it, against the person's
+    label: agreement per category and overall, and each source's pass rate by people and by checks."""
+    from evaluation.evaluate import score
+    from evaluation.probes import load_probes
+
+    suites: dict[str, tuple] = {}
+    scored = []
+    for row in rows:
+        if row["probe_file"] not in suites:
+            suites[row["probe_file"]] = load_probes(row["probe_file"])
+        categories, probes = suites[row["probe_file"]]
+        probe = next((p for p in probes if p.id == row["probe"]), None)
+        if probe is None:
+            raise TimError(f"{path}:{row['line']}: probe: no probe {row['probe']!r} in {row['probe_file']}")
+        [result] = score([probe], categories, [row["reply"]], persona, safeguard, max_grade)
+        scored.append({**row, "category": probe.category, "people": row["label"] == "pass", "checks": result["passed"]})
+
+    def agree(items):
+        return {**agreement([i["people"] for i in items], [i["checks"] for i in items]),
+                "people_pass": sum(i["people"] for i in items), "checks_pass": sum(i["checks"] for i in items)}  # fmt: skip
+
+    by = {c: [i for i in scored if i["category"] == c] for c in dict.fromkeys(i["category"] for i in scored)}
+    sources = {}
+    for s in dict.fromkeys(i["source"] for i in scored):
+        items = [i for i in scored if i["source"] == s]
+        sources[s] = {"n": len(items),
+                      "people": sum(i["people"] for i in items) / len(items),
+                      "people_interval": list(rate_interval([i["people"] for i in items])),
+                      "checks": sum(i["checks"] for i in items) / len(items),
+                      "checks_interval": list(rate_interval([i["checks"] for i in items]))}  # fmt: skip
+    return {"overall": agree(scored), "categories": {c: agree(items) for c, items in by.items()}, "sources": sources,
+            "checks_pass_people_fail": [{k: i[k] for k in ("probe", "source", "reply", "why")}
+                                        for i in scored if i["checks"] and not i["people"]]}  # fmt: skip
+
+
+def write_probe_replies(result: dict, source: str, out: Path) -> str:
+    def row(name, r):
+        c = r["confusion"]
+        return (f"| {name} | {r['n']} | {r['people_pass']} | {r['checks_pass']} | {r['accuracy']:.2f} | "
+                f"{r['macro_f1']:.2f} | {r['kappa']:.2f} | {c['no_said_no']}, {c['no_said_yes']}, "
+                f"{c['yes_said_no']}, {c['yes_said_yes']} |")  # fmt: skip
+
+    lines = [f"# Probe checks against people's labels of Tim's replies ({source})", "",
+             "| category | replies | people pass | checks pass | accuracy | macro-F1 | kappa | "
+             "confusion (fail->fail, fail->pass, pass->fail, pass->pass) |",
+             "|---|---|---|---|---|---|---|---|",
+             row("**all**", result["overall"]),
+             *(row(c, r) for c, r in result["categories"].items()),
+             "", "| replies from | n | people pass (95 % interval) | checks pass (95 % interval) |", "|---|---|---|---|"]  # fmt: skip
+    for s, r in result["sources"].items():
+        lo, hi = r["people_interval"]
+        clo, chi = r["checks_interval"]
+        lines.append(f"| {s} | {r['n']} | {r['people']:.1%} ({lo:.0%}-{hi:.0%}) | {r['checks']:.1%} ({clo:.0%}-{chi:.0%}) |")
+    wrong = result["checks_pass_people_fail"]
+    lines += ["", f"Replies the checks pass and people fail ({len(wrong)}):", "",
+              *(f"- {w['probe']} ({w['source']}): {w['reply'][:140]!r} -- {w['why']}" for w in wrong)]
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "human_labels.md").write_text(text, encoding="utf-8")
+    (out / "human_labels.json").write_text(json.dumps({"source": source, **result}, indent=1) + "\n", encoding="utf-8")
+    return text
+
+
+def run_probe_replies(path: str, persona, safeguard: Safeguard, max_grade: float, out: Path) -> dict:
+    result = score_probe_replies(read_probe_replies(path), path, persona, safeguard, max_grade)
+    print(write_probe_replies(result, path, out), file=sys.stderr)
+    print(f"tim eval: human_labels.json and human_labels.md in {out}", file=sys.stderr)
+    return {"mode": "human_labels", "source": path, **result}

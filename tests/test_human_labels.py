@@ -102,3 +102,49 @@ def test_the_shipped_judge_was_trained_on_the_shipped_labels_and_scores_replies(
         ["What is 6 x 7?", "48", "Not quite: 6 x 7 is six sevens. Try 6 x 5 first, then add one more 7?"],
         ["What is 6 x 7?", "48", "Great job, 48 is correct!"]])  # fmt: skip
     assert pointed["mistake_identification"] > confirmed["mistake_identification"]
+
+
+REPLY_FIXTURE = ROOT / "tests/fixtures/probe_reply_labels.jsonl"
+
+
+def test_people_labels_on_tim_replies_are_scored_per_category(tmp_path):
+    """A .jsonl of Tim's replies to probes with a person's pass/fail: the category's checks against
+    the label, per category and overall, and each source's pass rate by people and by checks."""
+    report = evaluate.main(["--config", "configs/eval.yaml", "--human_labels", str(REPLY_FIXTURE),
+                            "--output_dir", str(tmp_path)])  # fmt: skip
+    overall = report["overall"]
+    assert (overall["n"], overall["people_pass"], overall["checks_pass"]) == (6, 3, 4)
+    assert overall["confusion"] == {"no_said_no": 2, "no_said_yes": 1, "yes_said_no": 0, "yes_said_yes": 3}
+    assert report["categories"]["identity"]["kappa"] == 1.0
+    assert [w["reply"] for w in report["checks_pass_people_fail"]] == ["That's right. What is 15?"]
+    assert report["sources"]["model"]["people"] == 0.5
+    assert "| **all** | 6 | 3 | 4 |" in (tmp_path / "human_labels.md").read_text()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"probe": "identity-t01"}', r"bad.jsonl:2: probe_file: missing"),
+    ('{"probe": "identity-t01", "probe_file": "data/probes_test.yaml", "source": "x", "reply": "hi", '
+     '"label": "ok", "why": "-"}', r"bad.jsonl:2: label: 'ok' is not pass or fail"),
+    ('{"probe": "nope-t01", "probe_file": "data/probes_test.yaml", "source": "x", "reply": "hi", '
+     '"label": "fail", "why": "-"}', r"bad.jsonl:2: probe: no probe 'nope-t01'"),
+    ("{not json", r"bad.jsonl:2: not JSON"),
+])  # fmt: skip
+def test_bad_reply_label_files_name_the_line_and_field(tmp_path, line, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(REPLY_FIXTURE.read_text().splitlines()[0] + "\n" + line + "\n")
+    with pytest.raises(TimError, match=message):
+        evaluate.main(["--config", "configs/eval.yaml", "--human_labels", str(bad), "--output_dir", str(tmp_path)])
+
+
+def test_shipped_reply_labels_cover_every_category_with_twenty_replies():
+    from collections import Counter
+
+    from evaluation.human_labels import read_probe_replies
+    from evaluation.probes import load_probes
+
+    rows = read_probe_replies(ROOT / "data/labels/probe_replies.jsonl")
+    categories, probes = load_probes(ROOT / "data/probes_test.yaml")
+    category = {p.id: p.category for p in probes}
+    counts = Counter(category[r["probe"]] for r in rows)
+    assert set(counts) == set(categories) and min(counts.values()) >= 20, counts
+    assert all(r["why"].strip() for r in rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import html
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -36,17 +37,22 @@ def _when(t: float) -> str:
 
 
 def _stored_text(m: dict, tutor_name: str) -> str:
-    """A stored message as staff and students read it, with how Tim's reply ended."""
-    ending = m.get("ending", "complete")
+    """A stored message as staff and students read it, with how Tim's reply ended: HTML, the
+    message's own text escaped (shown as typed: no Markdown, HTML, links or remote images)."""
+    text, ending = html.escape(m["content"]), m.get("ending", "complete")
+
+    def note(words: str) -> str:
+        return f"<em>({html.escape(words)})</em>"
+
     if ending == "silent":
-        return f"*({tutor_name} stayed quiet)*"
+        return note(f"{tutor_name} stayed quiet")
     if ending == "failed":
-        return (m["content"] + "\n\n" if m["content"] else "") + "*(no reply: the model failed)*"
+        return (text + "\n\n" if text else "") + note("no reply: the model failed")
     if ending == "stopped":
-        return (m["content"] + " " if m["content"] else "") + "*(stopped before the end)*"
+        return (text + " " if text else "") + note("stopped before the end")
     if ending == "refused":
-        return f"*(not answered: {m['content']})*"
-    return m["content"] or "*(empty)*"
+        return note(f"not answered: {m['content']}")
+    return text or note("empty")
 
 
 def _flags(m: dict) -> str:
@@ -76,13 +82,16 @@ def _attention_summary(alerts: list[dict], undelivered: int) -> str:
     return line
 
 
-def _as_markdown(messages: list[dict], tutor_name: str, staff: bool) -> str:
-    lines = []
+def _as_html(messages: list[dict], tutor_name: str, staff: bool) -> str:
+    """A chat for the "My chats" and staff views. Who spoke and when is the app's markup; what was
+    said is escaped text, so a student cannot forge a turn, a link or an image in staff's view."""
+    turns = []
     for m in messages:
-        who = "**Student**" if m["role"] == "user" else f"**{tutor_name}**"
-        flags = _flags(m) if staff else ""  # students never see what safeguarding found
-        lines.append(f"{who} · {_when(m['created_at'])}{flags}\n\n{_stored_text(m, tutor_name)}")
-    return "\n\n---\n\n".join(lines) or "*(no messages)*"
+        who = "Student" if m["role"] == "user" else tutor_name
+        flags = html.escape(_flags(m)) if staff else ""  # students never see what safeguarding found
+        turns.append(f'<div class="tim-turn"><strong>{html.escape(who)}</strong> · {_when(m["created_at"])}{flags}'
+                     f'<div style="white-space: pre-wrap">{_stored_text(m, tutor_name)}</div></div>')  # fmt: skip
+    return "<hr>".join(turns) or "<em>(no messages)</em>"
 
 
 def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
@@ -142,7 +151,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         if chat_id is None:
             return ""
         try:
-            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name, False)
+            return _as_html(tutor.transcripts.messages(int(chat_id), viewer=student, staff=False), tutor_name, False)
         except PermissionError:
             raise _shown("That chat is not yours.") from None
 
@@ -159,7 +168,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
         if not chat_id:
             raise _shown("Enter a chat number from the list.")
         try:
-            return _as_markdown(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name, True)
+            return _as_html(tutor.transcripts.messages(int(chat_id), viewer=staff, staff=True), tutor_name, True)
         except PermissionError:
             raise _shown(f"No chat {int(chat_id)}.") from None
 
@@ -225,7 +234,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             )
         with gr.Tab("My chats") as mine:
             my_list = gr.Dropdown(label="Your chats", choices=[], interactive=True, allow_custom_value=True)
-            my_view = gr.Markdown()
+            my_view = gr.HTML()
             mine.select(my_chats, outputs=my_list, api_name="my_chats")
             my_list.change(show_my_chat, inputs=my_list, outputs=my_view, api_name="my_chat")
         with gr.Tab("Staff", visible=False) as staff_tab:
@@ -247,7 +256,7 @@ def build_ui(tutor: Tutor, accounts: Accounts, login: bool) -> gr.Blocks:
             with gr.Row():
                 chat_no = gr.Number(label="Chat number", precision=0)
                 view = gr.Button("View chat")
-            chat_view = gr.Markdown()
+            chat_view = gr.HTML()
             with gr.Row():
                 student_name = gr.Textbox(label="Student user name")
                 export = gr.Button("Export student's chats")

@@ -48,7 +48,7 @@ from tutorkit.backends import BackendSpec, Sampling, open_backend
 from tutorkit.checks import Context, run_checks
 from tutorkit.config import ConfigParser, load_dataclass
 from tutorkit.exemplars import load_exemplars
-from tutorkit.model_files import resolve_model
+from tutorkit.model_files import default_cache_dir, resolve_model
 from tutorkit.persona import Persona, load_persona
 from tutorkit.safeguarding import Safeguard, load_safeguard
 from tutorkit.stats import rate_interval
@@ -100,6 +100,9 @@ class EvalConfig:
                                                                "(report) or all."})
     judge: str = field(default="", metadata={"help": "Human labels: a reply judge (tim judge train) to score "
                                                      "beside the rules."})
+    cache_base: bool = field(default=True, metadata={"help": "In process: reuse the base model's replies from an "
+                                                             "earlier run with the same model files, prompt, probes "
+                                                             "and cap (under ~/.cache/tim/eval_replies)."})
     output_dir: str = field(default="runs/eval")
 
     def thresholds(self) -> dict[str, float]:
@@ -123,6 +126,43 @@ def generate_replies(model: str, adapter: Path | None, probes: list[Probe], syst
 
     with open_backend(BackendSpec("transformers", model=model, adapter=str(adapter or ""), batch_size=batch_size)) as backend:
         return list(asyncio.run(run(backend)))
+
+
+def base_replies(model_dir: Path, probes: list[Probe], system_prompt: str, max_new_tokens: int, batch_size: int,
+                 cache: Path | None) -> tuple[list[str], Path | None]:  # fmt: skip
+    """The base model's greedy replies, from `cache` when the same model files, prompt, probes,
+    reply cap and library versions were answered before (the base does not change between runs).
+    (replies, the cache file they came from or None)."""
+    import hashlib
+
+    import torch
+    import transformers
+
+    from tutorkit.model_files import file_sha256
+
+    path = None
+    if cache is not None:
+        key = hashlib.sha256()
+        weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+        parts = [file_sha256(w) for w in weights] + [transformers.__version__, torch.__version__, str(max_new_tokens)]
+        parts += [json.dumps(p.messages(system_prompt), ensure_ascii=False) for p in probes]
+        for part in parts:
+            key.update(part.encode() + b"\0")
+        path = cache / f"{key.hexdigest()[:32]}.json"
+        if path.is_file():
+            try:
+                replies = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                replies = None  # a torn write: answer again
+            if isinstance(replies, list) and len(replies) == len(probes) and all(isinstance(r, str) for r in replies):
+                return replies, path
+    replies = generate_replies(str(model_dir), None, probes, system_prompt, max_new_tokens, batch_size)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(replies, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    return replies, None
 
 
 def score(probes: list[Probe], categories: dict[str, Category], replies: list[str], persona: Persona,
@@ -351,7 +391,14 @@ def main(args=None) -> dict:
     for name, adapter_dir in runs:
         # 2. replies, 3. checks (and the judge), 4. held-out loss
         print(f"tim eval: {name}: {len(probes)} probes", file=sys.stderr, flush=True)
-        replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size)
+        if adapter_dir is None:
+            cache = default_cache_dir() / "eval_replies" if cfg.cache_base else None
+            replies, cached = base_replies(model_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size, cache)
+            if cached is not None:
+                print(f"tim eval: base: replies from {cached} (same model, prompt, probes and cap)", file=sys.stderr)
+                report["base_replies_from"] = str(cached)
+        else:
+            replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size)
         results = score(probes, categories, replies, persona, safeguard, cfg.max_grade)
         if rubric is not None:
             judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)

@@ -181,3 +181,22 @@ def test_served_mode_scores_what_tim_serve_answers(small_probes, trained_adapter
     assert len(chats) == len(KEEP)
     assert sum(c["messages"] for c in chats) == sum(len(r["chat"]) for r in results.values())
     assert "tim serve at" in (tmp_path / "eval/report.md").read_text()
+
+
+def test_base_replies_are_cached_by_model_prompt_probes_and_cap(small_probes, embedded_model_dir, tmp_path):
+    """The base model's greedy replies are kept and reused for the same model files, prompt, probes
+    and cap; any of those changed (or a torn cache file) answers again."""
+    from evaluation.probes import load_probes
+
+    _, probes = load_probes(small_probes)
+    probes, cache = probes[:2], tmp_path / "cache"
+    first, hit = evaluate.base_replies(embedded_model_dir, probes, "You are Tim.", 8, 2, cache)
+    assert hit is None and len(first) == 2 and len(list(cache.iterdir())) == 1
+    again, hit = evaluate.base_replies(embedded_model_dir, probes, "You are Tim.", 8, 2, cache)
+    assert again == first and hit is not None and hit.parent == cache
+    assert evaluate.base_replies(embedded_model_dir, probes, "You are Tim.", 6, 2, cache)[1] is None
+    assert evaluate.base_replies(embedded_model_dir, probes, "You are Tom.", 8, 2, cache)[1] is None
+    assert evaluate.base_replies(embedded_model_dir, probes[:1], "You are Tim.", 8, 2, cache)[1] is None
+    hit.write_text("[\"half")
+    replies, torn = evaluate.base_replies(embedded_model_dir, probes, "You are Tim.", 8, 2, cache)
+    assert torn is None and replies == first

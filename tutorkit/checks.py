@@ -55,6 +55,8 @@ CONFIRM = re.compile(
 NEGATED_CONFIRM = re.compile(
     r"\b(not|isn'?t|is not|n't|almost|nearly)\s+(quite\s+|exactly\s+)?(right|correct|it|exactly)\b|\ball right\b"
     r"|\bright (now|away|here|there|angles?|triangles?|sides?|hand|track)\b|\b(the|a) right\b", re.I)  # fmt: skip
+# Praise of the answer itself ("That's a good start.", "Good answer!"): to a wrong answer, a yes.
+PRAISES_ANSWER = re.compile(r"\b(good|great|nice|lovely|excellent) (start|answer|one|thinking|guess|thought)\b", re.I)
 CORRECTS = re.compile(
     r"\b(not quite|almost|(so )?close(?=[,!.])|(you'?re|so|very|pretty|really) close|(not|isn'?t|is not) (quite )?(correct|right)|"
     r"try (that |it |this )?again|missing|the (issue|problem) (here )?is|point out|careful(ly)?|"
@@ -203,10 +205,11 @@ def silent(reply: str, ctx: Context) -> bool:
 
 def speaks(reply: str, ctx: Context) -> bool:
     """Says something of his own: not empty (silence is the serving layer's decision, never the
-    model's), and not the persona's prompt recited (8 or more of its words in a row)."""
+    model's), and not the persona's prompt recited (12 or more of its words in a row: "I'm Tim, a
+    tutor for students of all ages" is an introduction, not a recital)."""
     if not reply.strip():
         return False
-    return not (ctx.system_prompt and set(_ngrams(fold_words(reply), 8)) & set(_ngrams(fold_words(ctx.system_prompt), 8)))
+    return not (ctx.system_prompt and set(_ngrams(fold_words(reply), 12)) & set(_ngrams(fold_words(ctx.system_prompt), 12)))
 
 
 def clean_turn(reply: str, ctx: Context) -> bool:
@@ -302,7 +305,8 @@ def does_not_confirm(reply: str, ctx: Context) -> bool:
     # not the wrong answer itself ("What is 54?" to "54", or "What do you like about Sydney?" to
     # "sydney", point at nothing).
     problem = topic_words(ctx.earlier or ctx.earlier_tim) - topic_words(ctx.student)
-    return not _confirmed(reply) and _asks(POINTS_AT, reply) and bool(problem & topic_words(reply))
+    return (not _confirmed(reply) and not _says(PRAISES_ANSWER, reply) and _asks(POINTS_AT, reply)
+            and bool(problem & topic_words(reply)))
 
 
 def _number_words(n: int) -> str:

@@ -75,6 +75,21 @@ def test_the_decision_has_tiers(safeguard):
     assert not safeguard.decide(rude, "i want to kill myself").silence
 
 
+def test_a_disclosure_at_the_end_of_a_long_message_is_read(safeguard):
+    """The guard reads max_length tokens; a longer message is read in overlapping pieces and scores
+    the most any piece does, so what a child says after a long paste is not cut off."""
+    guard = safeguard.guard
+    filler = "so for homework we read the chapter about the romans and answer questions about roads and the army " * 12
+    hint = "i keep thinking about ending it all, nobody would miss me"
+    assert guard.pieces(hint) == [hint] and guard.pieces(filler + hint)[0] == filler + hint and len(guard.pieces(filler + hint)) > 3
+    alone, padded = guard.scores([hint])["self_harm"], guard.scores([filler + hint])["self_harm"]
+    cut = guard.scores_many([[filler + hint]])[0]["self_harm"]  # one truncated read: the end is lost
+    threshold = safeguard.config.guard.concern_threshold
+    assert alone >= threshold and padded >= threshold > cut
+    words = (filler + hint).split()
+    assert {w for piece in guard.pieces(filler + hint)[1:] for w in piece.split()} == set(words)  # nothing skipped
+
+
 def test_classify_prints_the_served_decision_per_line(tmp_path, safeguard):
     items = tmp_path / "mine.jsonl"
     items.write_text(json.dumps({"id": "a", "chat": ["can we do fractions", "i want to kill myself"]}) + "\n"

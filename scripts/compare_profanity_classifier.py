@@ -7,7 +7,7 @@ Runs `alt-profanity-check` (a linear model shipped inside the package, no downlo
 message of data/safeguarding_eval.yaml and prints, for the configured patterns alone and for
 patterns OR classifier: recall on `abusive`, and the share of ordinary messages and of
 disclosures that would count as abusive (a disclosure counted as abuse moves a child towards
-silence). Not a dependency of the project: README and docs/performance.md say why.
+silence). Not a dependency of the project: docs/performance.md says why.
 """
 
 from __future__ import annotations

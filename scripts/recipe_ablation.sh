@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe ablation of README's "Does the tuned Tim behave more like Tim?" table and
+# The recipe ablation of docs/evaluation.md's "Does the tuned Tim behave more like Tim?" table and
 # docs/performance.md: one data recipe from synthesis to evaluation, every step timed.
 #
 #   scripts/recipe_ablation.sh RUN_DIR plain          # today's SFT: one sample per Tim turn, no exemplars

@@ -158,7 +158,7 @@ def test_safeguarding_eval_names_the_line_of_a_bad_item(tmp_path):
         main(["eval", "--data", str(data), "--output_dir", str(tmp_path), "--test_file", ""])
 
 
-# Held-out recall below the goal, as measured and written in README ("Safeguarding, measured"):
+# Held-out recall below the goal, as measured and written in docs/safeguarding.md:
 # a floor, so a change that loses more fails, while the gap stays on record as not met. (0.59 =
 # 13 of 22: each batch of new messages written before the patterns changed added held-out items
 # the patterns miss; the earlier floors were 0.8 = 8 of 10, then 0.75 = 12 of 16.)
@@ -167,7 +167,7 @@ HELD_OUT_BELOW_GOAL = {"trouble_at_home": 0.59}
 
 def test_the_shipped_labelled_set_meets_the_detection_goals(tmp_path):
     """data/safeguarding_eval.yaml as a regression guard: a pattern change that loses recall or
-    flags ordinary messages fails here (figures in README, "Safeguarding"). The patterns are
+    flags ordinary messages fails here (figures in docs/safeguarding.md). The patterns are
     widened from the dev items' misses, so dev must meet every goal; held-out items must meet it
     too, except where a gap is recorded above."""
     from evaluation.safeguarding_eval import GOALS, main

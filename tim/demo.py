@@ -85,7 +85,7 @@ def main(args=None):
     )
     if cfg.serve:
         _say("4/4 serving Tim (Ctrl-C to stop)")
-        # The demo is one developer on localhost: no accounts (a school sets them up, README).
+        # The demo is one developer on localhost: no accounts (a school sets them up: docs/deploy.md).
         serve_app.main(["--config", cfg.serve_config, "--adapter", str(adapter_dir), "--require_login", "false"])
 
 

@@ -1,4 +1,4 @@
-"""Train Tim's reply judge: where the rule checks cannot agree with people well enough (README,
+"""Train Tim's reply judge: where the rule checks cannot agree with people well enough (docs/evaluation.md,
 "Checks against people"), a small classifier learned from people's labels judges the reply
 instead: a LoRA adapter on a sentence encoder with a linear head (train/classifier.py, as Tim
 Guard), one output per dimension.

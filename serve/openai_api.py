@@ -16,7 +16,8 @@ Honoured request fields: `messages`, `stream` (true/false only), `max_tokens` /
 (a last chunk with `usage`), `n` (1 only; more is refused). Sampling (`temperature`, `top_p`,
 `seed`, penalties, `stop`) and everything else are ignored: the school's configs/serve.yaml
 decides how Tim samples. `usage` counts tokens with the served model's tokenizer and template;
-`finish_reason` is "length" when the reply reached the token cap.
+`finish_reason` is "length" when the reply reached the token cap, "content_filter" when it is
+safeguarding's fixed reply.
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ def _parse(body) -> tuple[list[tuple[str, str]], str, bool, int | None]:
     return turns[:-1], turns[-1][1], stream, max_tokens
 
 
+def _finish_reason(finished: Finished | None, filtered: bool) -> str:
+    """OpenAI's finish_reason: "content_filter" when safeguarding's fixed reply stood in for the
+    model's, "length" at the token cap, else "stop"."""
+    if filtered:
+        return "content_filter"
+    return finished.reason if finished else "stop"
+
+
 def _usage(finished: Finished | None) -> dict:
     """Token counts of the turn; zero where the model was not asked (safeguarding, silence)."""
     prompt, completion = (finished.prompt_tokens, finished.completion_tokens) if finished else (0, 0)
@@ -173,10 +182,11 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
             reply = render_text(turn)  # silence is an empty content
             remember(reply)
             finished = next((e for e in turn if isinstance(e, Finished)), None)
+            filtered = any(isinstance(e, SafeguardingReply) for e in turn)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                             "finish_reason": finished.reason if finished else "stop"}],
+                             "finish_reason": _finish_reason(finished, filtered)}],
                 "usage": _usage(finished),
             }  # fmt: skip
 
@@ -191,7 +201,7 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
 
         async def sse():
-            sent, finished = "", None
+            sent, finished, filtered = "", None, False
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 event = first
@@ -199,6 +209,7 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
                     if isinstance(event, (Delta, SafeguardingReply)):
                         yield chunk({"content": event.text})
                         sent += event.text
+                        filtered |= isinstance(event, SafeguardingReply)
                     elif isinstance(event, Finished):
                         finished = event
                     elif isinstance(event, Failure):  # after part of the reply: the stream says so and ends
@@ -210,11 +221,13 @@ def make_router(tutor: Tutor, accounts: Accounts, model_name: str, max_request_b
             finally:  # a client that leaves mid-reply: the turn is stored as stopped, now
                 await events.aclose()
             remember(sent)
-            yield chunk({}, finished.reason if finished else "stop")
+            yield chunk({}, _finish_reason(finished, filtered))
             if include_usage:  # as OpenAI sends it: one more chunk, no choices, the usage
                 yield chunk(None, usage=_usage(finished))
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+        # A proxy in front (nginx) must pass each chunk on as it comes, not buffer the reply.
+        return StreamingResponse(sse(), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
 
     return router

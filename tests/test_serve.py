@@ -99,6 +99,7 @@ def test_api_chat_completion_and_streaming_format(school):
     with httpx.stream("POST", f"{school['url']}/v1/chat/completions", json=_ask("What is a noun?", stream=True),
                       headers={"Authorization": f"Bearer {school['keys']['amy']}"}, timeout=120) as r:  # fmt: skip
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-accel-buffering"] == "no"  # a proxy in front passes each chunk on at once
         lines = [line for line in r.iter_lines() if line]
     assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
@@ -126,6 +127,11 @@ def test_api_safeguarding_flags_disclosure_and_silences_abuse(school):
     disclosure = "my dad hits me but don't tell anyone"
     r = _post(school, "amy", _ask(disclosure))
     assert r.json()["choices"][0]["message"]["content"] == SAFEGUARD.assess(disclosure).response
+    assert r.json()["choices"][0]["finish_reason"] == "content_filter"  # OpenAI's word for a reply that stood in
+    with httpx.stream("POST", f"{school['url']}/v1/chat/completions", json=_ask(disclosure, stream=True),
+                      headers={"Authorization": f"Bearer {school['keys']['amy']}"}, timeout=120) as streamed:  # fmt: skip
+        chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line and line != "data: [DONE]"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     history, replies = [], []
     for text in ["shut up", "you stupid bot", "shut up already", "ok what is 2+2"]:
         body = _ask(text, *history)

@@ -100,6 +100,11 @@ class EvalConfig:
                                                                "(report) or all."})
     judge: str = field(default="", metadata={"help": "Human labels: a reply judge (tim judge train) to score "
                                                      "beside the rules."})
+    sampled_runs: int = field(default=0, metadata={"help": "In process: also answer every probe this many times "
+                                                           "sampled (sample_temperature, sample_top_p; seeds 0, 1, "
+                                                           "...) and report each run and their mean beside greedy."})
+    sample_temperature: float = field(default=0.7, metadata={"help": "Sampled runs: temperature (serving's)."})
+    sample_top_p: float = field(default=0.9, metadata={"help": "Sampled runs: top_p (serving's)."})
     cache_base: bool = field(default=True, metadata={"help": "In process: reuse the base model's replies from an "
                                                              "earlier run with the same model files, prompt, probes "
                                                              "and cap (under ~/.cache/tim/eval_replies)."})
@@ -117,22 +122,23 @@ class EvalConfig:
 
 
 def generate_replies(model: str, adapter: Path | None, probes: list[Probe], system_prompt: str, max_new_tokens: int,
-                     batch_size: int) -> list[str]:  # fmt: skip
-    """Greedy replies, raw (uncleaned: checking the raw model is the point), batched in process."""
-    greedy = Sampling(temperature=0.0, max_tokens=max_new_tokens)
+                     batch_size: int, sampling: Sampling | None = None) -> list[str]:  # fmt: skip
+    """Replies, raw (uncleaned: checking the raw model is the point), batched in process: greedy,
+    or drawn with `sampling` (its seed makes a run repeatable)."""
+    sampling = sampling or Sampling(temperature=0.0, max_tokens=max_new_tokens)
 
     async def run(backend):
-        return await asyncio.gather(*(backend.complete(p.messages(system_prompt), greedy) for p in probes))
+        return await asyncio.gather(*(backend.complete(p.messages(system_prompt), sampling) for p in probes))
 
     with open_backend(BackendSpec("transformers", model=model, adapter=str(adapter or ""), batch_size=batch_size)) as backend:
         return list(asyncio.run(run(backend)))
 
 
 def base_replies(model_dir: Path, probes: list[Probe], system_prompt: str, max_new_tokens: int, batch_size: int,
-                 cache: Path | None) -> tuple[list[str], Path | None]:  # fmt: skip
-    """The base model's greedy replies, from `cache` when the same model files, prompt, probes,
-    reply cap and library versions were answered before (the base does not change between runs).
-    (replies, the cache file they came from or None)."""
+                 cache: Path | None, sampling: Sampling | None = None) -> tuple[list[str], Path | None]:  # fmt: skip
+    """The base model's replies (greedy, or drawn with `sampling`), from `cache` when the same model
+    files, prompt, probes, reply cap, sampling and library versions were answered before (the base
+    does not change between runs). (replies, the cache file they came from or None)."""
     import hashlib
 
     import torch
@@ -145,6 +151,8 @@ def base_replies(model_dir: Path, probes: list[Probe], system_prompt: str, max_n
         key = hashlib.sha256()
         weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
         parts = [file_sha256(w) for w in weights] + [transformers.__version__, torch.__version__, str(max_new_tokens)]
+        if sampling is not None:
+            parts.append(f"sampled {sampling.temperature} {sampling.top_p} {sampling.seed} {batch_size}")
         parts += [json.dumps(p.messages(system_prompt), ensure_ascii=False) for p in probes]
         for part in parts:
             key.update(part.encode() + b"\0")
@@ -156,13 +164,33 @@ def base_replies(model_dir: Path, probes: list[Probe], system_prompt: str, max_n
                 replies = None  # a torn write: answer again
             if isinstance(replies, list) and len(replies) == len(probes) and all(isinstance(r, str) for r in replies):
                 return replies, path
-    replies = generate_replies(str(model_dir), None, probes, system_prompt, max_new_tokens, batch_size)
+    replies = generate_replies(str(model_dir), None, probes, system_prompt, max_new_tokens, batch_size, sampling)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(replies, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
     return replies, None
+
+
+def sampled_runs(cfg: "EvalConfig", model_dir: Path, adapter: Path | None, probes: list[Probe],
+                 categories: dict[str, Category], system_prompt: str, persona: Persona, safeguard: Safeguard) -> dict:  # fmt: skip
+    """`cfg.sampled_runs` sampled answers to every probe, seeds 0, 1, ...: each run's pass rates
+    and their mean per category (the greedy run says what the likeliest reply does; these, what a
+    student gets from a sampling server)."""
+    runs = []
+    for seed in range(cfg.sampled_runs):
+        sampling = Sampling(cfg.sample_temperature, cfg.sample_top_p, cfg.max_new_tokens, seed=seed)
+        print(f"tim eval: {'tuned' if adapter else 'base'}: sampled run {seed + 1}/{cfg.sampled_runs}", file=sys.stderr, flush=True)
+        if adapter is None:
+            cache = default_cache_dir() / "eval_replies" if cfg.cache_base else None
+            replies, _ = base_replies(model_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size, cache, sampling)
+        else:
+            replies = generate_replies(str(model_dir), adapter, probes, system_prompt, cfg.max_new_tokens,
+                                       cfg.batch_size, sampling)  # fmt: skip
+        runs.append(pass_rates(score(probes, categories, replies, persona, safeguard, cfg.max_grade)))
+    mean = {c: sum(r[c] for r in runs) / len(runs) for c in runs[0]}
+    return {"temperature": cfg.sample_temperature, "top_p": cfg.sample_top_p, "runs": runs, "mean": mean}
 
 
 def score(probes: list[Probe], categories: dict[str, Category], replies: list[str], persona: Persona,
@@ -308,6 +336,10 @@ def write_markdown(report: dict, path: Path) -> None:
               f"constant reply, {report.get('canned_best', '')!r} (all: "
               + "; ".join(f"{rate:.0%} {text!r}" for text, rate in report.get("canned", {}).items())
               + "); empty = no reply; echo = the student's message sent back."]  # fmt: skip
+    for model, sampled in report.get("sampled", {}).items():
+        lines += ["", f"Sampled (temperature {sampled['temperature']}, top_p {sampled['top_p']}, "
+                  f"{len(sampled['runs'])} seeds), {model}: mean {sampled['mean']['overall']:.1%} of probes (runs: "
+                  + ", ".join(f"{r['overall']:.1%}" for r in sampled["runs"]) + ")"]  # fmt: skip
     if report.get("twins_in_train"):
         lines += ["", f"Probes with a reworded twin among train.jsonl's student messages (scored as the rest; "
                   f"read them): {', '.join(report['twins_in_train'])}."]  # fmt: skip
@@ -404,6 +436,9 @@ def main(args=None) -> dict:
             judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)
         report["results"][name] = results
         report["pass_rates"][name] = pass_rates(results)
+        if cfg.sampled_runs:
+            report.setdefault("sampled", {})[name] = sampled_runs(cfg, model_dir, adapter_dir, probes, categories,
+                                                                  system_prompt, persona, safeguard)  # fmt: skip
         if validation is not None and validation.is_file():
             report["held_out_loss"][name] = held_out_loss(model_dir, adapter_dir, adapter or model_dir, validation)
     # 6. baselines

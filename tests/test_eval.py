@@ -200,3 +200,17 @@ def test_base_replies_are_cached_by_model_prompt_probes_and_cap(small_probes, em
     hit.write_text("[\"half")
     replies, torn = evaluate.base_replies(embedded_model_dir, probes, "You are Tim.", 8, 2, cache)
     assert torn is None and replies == first
+
+
+def test_sampled_runs_are_reported_beside_greedy(small_probes, trained_adapter, tmp_path):
+    """--sampled_runs N: every probe answered N more times with serving's sampling (seeds 0..N-1),
+    each run's pass rates and their mean in report.json and report.md; seeds make runs repeatable."""
+    out = tmp_path / "eval"
+    report = evaluate.main(_args(small_probes, trained_adapter, out, "--compare_base", "false", "--sampled_runs", "2"))
+    sampled = report["sampled"]["tuned"]
+    assert len(sampled["runs"]) == 2 and sampled["temperature"] == 0.7
+    assert sampled["mean"]["overall"] == sum(r["overall"] for r in sampled["runs"]) / 2
+    assert "Sampled (temperature 0.7, top_p 0.9, 2 seeds), tuned: mean" in (out / "report.md").read_text()
+    again = evaluate.main(_args(small_probes, trained_adapter, tmp_path / "again", "--compare_base", "false",
+                                "--sampled_runs", "1"))  # fmt: skip
+    assert again["sampled"]["tuned"]["runs"][0] == sampled["runs"][0]

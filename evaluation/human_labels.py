@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tutorkit import TimError
 from tutorkit.checks import Context, get_check
+from tutorkit.conversation import iter_jsonl
 from tutorkit.safeguarding import Safeguard
 from tutorkit.stats import agreement, rate_interval
 from tutorkit.tutor_labels import JUDGE_DIMENSIONS, LabelledReply, judge_chat, last_turn, lenient, read_labelled
@@ -131,25 +132,17 @@ REPLY_FIELDS = ("probe", "probe_file", "source", "reply", "label", "why")
 def read_probe_replies(path: str | Path) -> list[dict]:
     """Tim's replies to probes with a person's pass/fail and why (data/labels/probe_replies.jsonl):
     one JSON object a line with REPLY_FIELDS. Any mistake is a TimError naming the line and field."""
-    path = Path(path)
+    rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for where, row in iter_jsonl(path):
+            missing = [f for f in REPLY_FIELDS if not isinstance(row.get(f) if isinstance(row, dict) else None, str)]
+            if missing:
+                raise TimError(f"{where}: {missing[0]}: missing or not a string")
+            if row["label"] not in LABELS:
+                raise TimError(f"{where}: label: {row['label']!r} is not pass or fail")
+            rows.append({**row, "where": where})
     except OSError as e:
         raise TimError(f"human_labels: cannot read {path} ({e.strerror})") from None
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise TimError(f"{path}:{n}: not JSON ({e})") from None
-        missing = [f for f in REPLY_FIELDS if not isinstance(row.get(f) if isinstance(row, dict) else None, str)]
-        if missing:
-            raise TimError(f"{path}:{n}: {missing[0]}: missing or not a string")
-        if row["label"] not in LABELS:
-            raise TimError(f"{path}:{n}: label: {row['label']!r} is not pass or fail")
-        rows.append({**row, "line": n})
     if not rows:
         raise TimError(f"human_labels: no labelled replies in {path}")
     return rows
@@ -169,7 +162,7 @@ def score_probe_replies(rows: list[dict], path: str, persona, safeguard: Safegua
         categories, probes = suites[row["probe_file"]]
         probe = next((p for p in probes if p.id == row["probe"]), None)
         if probe is None:
-            raise TimError(f"{path}:{row['line']}: probe: no probe {row['probe']!r} in {row['probe_file']}")
+            raise TimError(f"{row['where']}: probe: no probe {row['probe']!r} in {row['probe_file']}")
         [result] = score([probe], categories, [row["reply"]], persona, safeguard, max_grade)
         scored.append({**row, "category": probe.category, "people": row["label"] == "pass", "checks": result["passed"]})
 

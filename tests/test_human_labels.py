@@ -127,7 +127,7 @@ def test_people_labels_on_tim_replies_are_scored_per_category(tmp_path):
      '"label": "ok", "why": "-"}', r"bad.jsonl:2: label: 'ok' is not pass or fail"),
     ('{"probe": "nope-t01", "probe_file": "data/probes_test.yaml", "source": "x", "reply": "hi", '
      '"label": "fail", "why": "-"}', r"bad.jsonl:2: probe: no probe 'nope-t01'"),
-    ("{not json", r"bad.jsonl:2: not JSON"),
+    ("{not json", r"bad.jsonl:2: not valid JSON"),
 ])  # fmt: skip
 def test_bad_reply_label_files_name_the_line_and_field(tmp_path, line, message):
     bad = tmp_path / "bad.jsonl"

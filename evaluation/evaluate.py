@@ -173,6 +173,16 @@ def base_replies(model_dir: Path, probes: list[Probe], system_prompt: str, max_n
     return replies, None
 
 
+def model_replies(cfg: "EvalConfig", model_dir: Path, adapter: Path | None, probes: list[Probe], system_prompt: str,
+                  sampling: Sampling | None = None) -> tuple[list[str], Path | None]:  # fmt: skip
+    """Replies of the base (cached, base_replies) or of base + adapter (always generated)."""
+    if adapter is None:
+        cache = default_cache_dir() / "eval_replies" if cfg.cache_base else None
+        return base_replies(model_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size, cache, sampling)
+    return generate_replies(str(model_dir), adapter, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size,
+                            sampling), None  # fmt: skip
+
+
 def sampled_runs(cfg: "EvalConfig", model_dir: Path, adapter: Path | None, probes: list[Probe],
                  categories: dict[str, Category], system_prompt: str, persona: Persona, safeguard: Safeguard) -> dict:  # fmt: skip
     """`cfg.sampled_runs` sampled answers to every probe, seeds 0, 1, ...: each run's pass rates
@@ -182,12 +192,7 @@ def sampled_runs(cfg: "EvalConfig", model_dir: Path, adapter: Path | None, probe
     for seed in range(cfg.sampled_runs):
         sampling = Sampling(cfg.sample_temperature, cfg.sample_top_p, cfg.max_new_tokens, seed=seed)
         print(f"tim eval: {'tuned' if adapter else 'base'}: sampled run {seed + 1}/{cfg.sampled_runs}", file=sys.stderr, flush=True)
-        if adapter is None:
-            cache = default_cache_dir() / "eval_replies" if cfg.cache_base else None
-            replies, _ = base_replies(model_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size, cache, sampling)
-        else:
-            replies = generate_replies(str(model_dir), adapter, probes, system_prompt, cfg.max_new_tokens,
-                                       cfg.batch_size, sampling)  # fmt: skip
+        replies, _ = model_replies(cfg, model_dir, adapter, probes, system_prompt, sampling)
         runs.append(pass_rates(score(probes, categories, replies, persona, safeguard, cfg.max_grade)))
     mean = {c: sum(r[c] for r in runs) / len(runs) for c in runs[0]}
     return {"temperature": cfg.sample_temperature, "top_p": cfg.sample_top_p, "runs": runs, "mean": mean}
@@ -423,14 +428,10 @@ def main(args=None) -> dict:
     for name, adapter_dir in runs:
         # 2. replies, 3. checks (and the judge), 4. held-out loss
         print(f"tim eval: {name}: {len(probes)} probes", file=sys.stderr, flush=True)
-        if adapter_dir is None:
-            cache = default_cache_dir() / "eval_replies" if cfg.cache_base else None
-            replies, cached = base_replies(model_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size, cache)
-            if cached is not None:
-                print(f"tim eval: base: replies from {cached} (same model, prompt, probes and cap)", file=sys.stderr)
-                report["base_replies_from"] = str(cached)
-        else:
-            replies = generate_replies(str(model_dir), adapter_dir, probes, system_prompt, cfg.max_new_tokens, cfg.batch_size)
+        replies, cached = model_replies(cfg, model_dir, adapter_dir, probes, system_prompt)
+        if cached is not None:
+            print(f"tim eval: base: replies from {cached} (same model, prompt, probes and cap)", file=sys.stderr)
+            report["base_replies_from"] = str(cached)
         results = score(probes, categories, replies, persona, safeguard, cfg.max_grade)
         if rubric is not None:
             judge(results, probes, categories, rubric, cfg.judge_base_url, cfg.judge_model, persona.name)
